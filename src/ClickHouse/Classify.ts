@@ -1,0 +1,77 @@
+import {
+  type ClickHouseError,
+  ClickHouseBadResponse,
+  ClickHouseOverloaded,
+  ClickHouseQueryError,
+  ClickHouseTimeout,
+  ClickHouseUnavailable
+} from "../Domain/ClickHouseError.ts"
+
+const TOO_MANY_SIMULTANEOUS_QUERIES = 202
+const TIMEOUT_EXCEEDED = 159
+const TOO_SLOW = 160
+const SOCKET_TIMEOUT = 209
+const NETWORK_ERROR = 210
+const QUERY_WAS_CANCELLED = 394
+
+const networkCodes = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "EPIPE",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ETIMEDOUT",
+  "ERR_SOCKET_CLOSED",
+  "UND_ERR_SOCKET"
+])
+
+/**
+ * The ClickHouse error code of a failure: a new client gives `ClickHouseError` with a string `code`,
+ * an old server's text reaches us as a plain `Error` whose message starts `Code: N`.
+ */
+export const clickHouseCode = (error: unknown): number | undefined => {
+  if (!(error instanceof Error)) return undefined
+  const code = (error as { code?: unknown }).code
+  if (typeof code === "string" && /^\d+$/.test(code)) return Number(code)
+  if (typeof code === "number") return code
+  const match = /^\s*Code:\s*(\d+)/.exec(error.message)
+  return match ? Number(match[1]) : undefined
+}
+
+const isNetworkFailure = (error: Error): boolean => {
+  const code = (error as { code?: unknown }).code
+  if (typeof code === "string" && networkCodes.has(code)) return true
+  return /socket hang up|ECONNREFUSED|ECONNRESET|other side closed|connect ETIMEDOUT/i.test(error.message)
+}
+
+export const classify = (error: unknown): ClickHouseError => {
+  const code = clickHouseCode(error)
+  if (code !== undefined) {
+    switch (code) {
+      case TOO_MANY_SIMULTANEOUS_QUERIES:
+        return new ClickHouseOverloaded({ reason: "server", cause: error })
+      case TIMEOUT_EXCEEDED:
+      case TOO_SLOW:
+      case QUERY_WAS_CANCELLED:
+        return new ClickHouseTimeout({ cause: error })
+      case SOCKET_TIMEOUT:
+      case NETWORK_ERROR:
+        return new ClickHouseUnavailable({ cause: error })
+      default:
+        return new ClickHouseQueryError({ code, cause: error })
+    }
+  }
+  if (error instanceof SyntaxError) return new ClickHouseBadResponse({ cause: error })
+  if (error instanceof Error) {
+    if (isNetworkFailure(error)) return new ClickHouseUnavailable({ cause: error })
+    if (/^Timeout error/i.test(error.message)) return new ClickHouseTimeout({ cause: error })
+  }
+  return new ClickHouseBadResponse({ cause: error })
+}
+
+/** A failure after which the connection's socket cannot be trusted: replace it instead of reusing it. */
+export const breaksConnection = (error: ClickHouseError): boolean =>
+  error._tag === "ClickHouseUnavailable" || error._tag === "ClickHouseBadResponse" || error._tag === "ClickHouseTimeout"

@@ -1,0 +1,290 @@
+import { ClickHouseLogLevel, createClient, type ClickHouseClient, type ClickHouseSettings } from "@clickhouse/client"
+import { Context, Duration, Effect, Layer, Option, Pool, Redacted, Ref, Schema, Scope } from "effect"
+import { randomUUID } from "node:crypto"
+import { mkdirSync } from "node:fs"
+import { type Backend, type ClickHouseConfig, clickHouseConfig } from "../Config.ts"
+import {
+  type ClickHouseError,
+  ClickHouseBadResponse,
+  ClickHouseOverloaded,
+  ClickHouseTimeout,
+  ClickHouseUnavailable
+} from "../Domain/ClickHouseError.ts"
+import { breaksConnection, classify } from "./Classify.ts"
+
+export type Target =
+  | { readonly kind: "remote"; readonly url: string }
+  | { readonly kind: "embedded"; readonly path: string }
+
+export interface ServerInfo {
+  readonly version: string
+  /** The optional settings we would like to send that this server knows; an unknown setting fails every query. */
+  readonly settings: ReadonlySet<string>
+}
+
+export interface ClickHouse {
+  readonly target: Target
+  /** Runs a read and decodes every row with `schema`. */
+  readonly query: <A, I>(sql: string, schema: Schema.Schema<A, I>) => Effect.Effect<ReadonlyArray<A>, ClickHouseError>
+  /** Runs a statement that returns no rows (DDL, INSERT ... SELECT). */
+  readonly command: (sql: string) => Effect.Effect<void, ClickHouseError>
+  /** Inserts rows as JSONEachRow. */
+  readonly insert: (
+    table: string,
+    rows: ReadonlyArray<Record<string, unknown>>
+  ) => Effect.Effect<void, ClickHouseError>
+  /** One round trip outside the pool, so readiness stays fast when the pool is saturated. */
+  readonly ping: Effect.Effect<void, ClickHouseError>
+  readonly serverInfo: Effect.Effect<ServerInfo, ClickHouseError>
+  /** Connections currently checked out of the pool (queries in flight). */
+  readonly inFlight: Effect.Effect<number>
+}
+
+export const ClickHouse = Context.GenericTag<ClickHouse>("analytics-api/ClickHouse")
+
+interface Connection {
+  readonly client: ClickHouseClient
+}
+
+const wantedSettings = ["max_execution_time", "cancel_http_readonly_queries_on_client_close", "wait_end_of_query"]
+
+const pingTimeout = Duration.seconds(1)
+
+const silentLog = { level: ClickHouseLogLevel.OFF }
+
+const remoteClient = (url: URL, config: ClickHouseConfig, sockets: number): ClickHouseClient => {
+  const bare = new URL(url)
+  const username = decodeURIComponent(bare.username) || config.username
+  const password = decodeURIComponent(bare.password) || Redacted.value(config.password)
+  bare.username = ""
+  bare.password = ""
+  return createClient({
+    url: bare,
+    username,
+    password,
+    application: "analytics-api",
+    max_open_connections: sockets,
+    // Inactivity limit only: the query deadline is enforced with an AbortSignal.
+    request_timeout: Duration.toMillis(config.queryTimeout) + 5_000,
+    keep_alive: { enabled: true, idle_socket_ttl: Duration.toMillis(config.idleSocketTtl) },
+    log: silentLog
+  })
+}
+
+type ChdbConnectionOption = NonNullable<NonNullable<Parameters<typeof createClient>[0]>["connection"]>
+
+const embeddedClient = (path: string) =>
+  Effect.tryPromise({
+    try: async () => {
+      mkdirSync(path, { recursive: true })
+      const { createChdbConnection } = await import("chdb/connection")
+      // chdb implements the client's Connection contract against its own copy of the type declarations.
+      const connection = createChdbConnection({ path }) as unknown as ChdbConnectionOption
+      return createClient({ connection, log: silentLog })
+    },
+    catch: (cause) => new ClickHouseUnavailable({ cause })
+  })
+
+const closeClient = (client: ClickHouseClient) => Effect.promise(() => client.close().catch(() => undefined))
+
+const pingClient = (client: ClickHouseClient): Effect.Effect<void, ClickHouseError> =>
+  Effect.tryPromise({ try: () => client.ping(), catch: classify }).pipe(
+    Effect.flatMap((result) =>
+      result.success ? Effect.void : Effect.fail(classify((result as { error: unknown }).error))
+    ),
+    Effect.timeoutFail({ duration: pingTimeout, onTimeout: () => new ClickHouseUnavailable({ cause: "ping timed out" }) })
+  )
+
+/** `CLICKHOUSE_URL` unset: the original default if something answers there, else the embedded engine. */
+const resolveBackend = (backend: Backend, config: ClickHouseConfig) =>
+  Effect.gen(function*() {
+    if (backend._tag !== "Auto") return backend
+    const probe = remoteClient(backend.url, config, 1)
+    const reachable = yield* pingClient(probe).pipe(
+      Effect.as(true),
+      Effect.orElseSucceed(() => false),
+      Effect.ensuring(closeClient(probe))
+    )
+    if (reachable) {
+      yield* Effect.logInfo(`CLICKHOUSE_URL is unset; using the ClickHouse server that answers at ${backend.url.origin}`)
+      return { _tag: "Remote", url: backend.url } as const
+    }
+    yield* Effect.logWarning(
+      `No ClickHouse answered at ${backend.url.origin}: using the embedded engine (chDB) with data in ${backend.path}. ` +
+        "Set CLICKHOUSE_URL=http://host:8123 to use a server, or CLICKHOUSE_URL=embedded to skip this check."
+    )
+    return { _tag: "Embedded", path: backend.path } as const
+  })
+
+const readJson = async (client: ClickHouseClient, params: Parameters<ClickHouseClient["query"]>[0]) => {
+  const result = await client.query({ ...params, format: "JSONEachRow" })
+  try {
+    return await result.json<unknown>()
+  } catch (error) {
+    result.close()
+    throw error
+  }
+}
+
+export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickHouseError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const backend = yield* resolveBackend(config.backend, config)
+    const target: Target = backend._tag === "Remote"
+      ? { kind: "remote", url: backend.url.origin }
+      : { kind: "embedded", path: backend.path }
+
+    // The embedded engine is one per process: every pooled item shares its client, the pool still bounds concurrency.
+    const shared = backend._tag === "Embedded"
+      ? yield* Effect.acquireRelease(embeddedClient(backend.path), closeClient)
+      : undefined
+    const control = shared ?? (yield* Effect.acquireRelease(
+      Effect.sync(() => remoteClient((backend as { url: URL }).url, config, 2)),
+      closeClient
+    ))
+
+    const acquire: Effect.Effect<Connection, never, Scope.Scope> = shared
+      ? Effect.succeed({ client: shared })
+      : Effect.acquireRelease(
+        Effect.sync(() => ({ client: remoteClient((backend as { url: URL }).url, config, 1) })),
+        (connection) => closeClient(connection.client)
+      )
+
+    const pool = yield* Pool.makeWithTTL({
+      acquire,
+      min: 0,
+      max: config.poolSize,
+      timeToLive: Duration.seconds(30),
+      timeToLiveStrategy: "usage"
+    })
+
+    const inFlightRef = yield* Ref.make(0)
+    const infoRef = yield* Ref.make(Option.none<ServerInfo>())
+    const infoLock = yield* Effect.makeSemaphore(1)
+
+    const detectInfo = Effect.tryPromise({
+      try: async () => {
+        const [version] = await readJson(control, { query: "SELECT version() AS version" }) as Array<{ version: string }>
+        const names = await readJson(control, {
+          query: `SELECT name FROM system.settings WHERE name IN (${wantedSettings.map((s) => `'${s}'`).join(", ")})`
+        }) as Array<{ name: string }>
+        return { version: version?.version ?? "unknown", settings: new Set(names.map((row) => row.name)) }
+      },
+      catch: classify
+    }).pipe(
+      Effect.timeoutFail({ duration: config.queryTimeout, onTimeout: () => new ClickHouseTimeout({}) }),
+      Effect.tap((info) =>
+        Effect.logInfo(`ClickHouse ${info.version} (${target.kind}); optional settings: ${[...info.settings].join(", ")}`)
+      )
+    )
+
+    // Detected once, at the first successful contact; a failed attempt is retried by the next caller.
+    const serverInfo: Effect.Effect<ServerInfo, ClickHouseError> = Ref.get(infoRef).pipe(
+      Effect.flatMap(Option.match({
+        onSome: Effect.succeed,
+        onNone: () =>
+          infoLock.withPermits(1)(
+            Ref.get(infoRef).pipe(
+              Effect.flatMap(Option.match({
+                onSome: Effect.succeed,
+                onNone: () => detectInfo.pipe(Effect.tap((info) => Ref.set(infoRef, Option.some(info))))
+              }))
+            )
+          )
+      }))
+    )
+
+    const settingsFor = (info: ServerInfo): ClickHouseSettings => {
+      const wanted: ClickHouseSettings = {
+        max_execution_time: Math.max(1, Math.ceil(Duration.toSeconds(config.queryTimeout))),
+        cancel_http_readonly_queries_on_client_close: 1,
+        wait_end_of_query: 1
+      }
+      return Object.fromEntries(Object.entries(wanted).filter(([name]) => info.settings.has(name)))
+    }
+
+    // Old servers do not stop a read when its HTTP client goes away: kill it by query_id.
+    const cancelOnServer = (info: ServerInfo, queryId: string) =>
+      target.kind === "remote" && !info.settings.has("cancel_http_readonly_queries_on_client_close")
+        ? Effect.tryPromise(() => control.command({ query: `KILL QUERY WHERE query_id = '${queryId}' ASYNC` })).pipe(
+          Effect.timeout(pingTimeout),
+          Effect.ignore,
+          Effect.forkDaemon,
+          Effect.asVoid
+        )
+        : Effect.void
+
+    type Params = { abort_signal: AbortSignal; query_id: string; clickhouse_settings: ClickHouseSettings }
+
+    const run = <A>(name: string, f: (client: ClickHouseClient, params: Params) => Promise<A>) =>
+      Effect.gen(function*() {
+        const info = yield* serverInfo
+        const connection = yield* Pool.get(pool).pipe(
+          Effect.timeoutFail({
+            duration: config.poolWait,
+            onTimeout: () => new ClickHouseOverloaded({ reason: "pool" })
+          })
+        )
+        yield* Effect.acquireRelease(Ref.update(inFlightRef, (n) => n + 1), () => Ref.update(inFlightRef, (n) => n - 1))
+        const queryId = randomUUID()
+        yield* Effect.annotateCurrentSpan("clickhouse.query_id", queryId)
+        return yield* Effect.tryPromise({
+          try: (signal) =>
+            f(connection.client, { abort_signal: signal, query_id: queryId, clickhouse_settings: settingsFor(info) }),
+          catch: classify
+        }).pipe(
+          Effect.onInterrupt(() => cancelOnServer(info, queryId)),
+          Effect.timeoutFail({
+            duration: config.queryTimeout,
+            onTimeout: () => new ClickHouseTimeout({ cause: `query ${queryId} passed its deadline` })
+          }),
+          Effect.tapError((error) => breaksConnection(error) ? Pool.invalidate(pool, connection) : Effect.void)
+        )
+      }).pipe(Effect.scoped, Effect.withSpan(`ClickHouse.${name}`))
+
+    const query = <A, I>(sql: string, schema: Schema.Schema<A, I>) =>
+      run("query", (client, params) => readJson(client, { query: sql, ...params })).pipe(
+        Effect.flatMap((rows) =>
+          Schema.decodeUnknown(Schema.Array(schema))(rows).pipe(
+            Effect.mapError((cause) => new ClickHouseBadResponse({ cause }))
+          )
+        )
+      )
+
+    const command = (sql: string) => run("command", (client, params) => client.command({ query: sql, ...params }))
+
+    const insert = (table: string, rows: ReadonlyArray<Record<string, unknown>>) =>
+      run("insert", (client, params) =>
+        client.insert({
+          table,
+          values: rows as Array<Record<string, unknown>>,
+          format: "JSONEachRow",
+          abort_signal: params.abort_signal,
+          query_id: params.query_id
+        }))
+
+    const ping = pingClient(control).pipe(Effect.withSpan("ClickHouse.ping"))
+
+    const reachable = yield* ping.pipe(Effect.either)
+    if (reachable._tag === "Left") {
+      yield* Effect.logWarning(`ClickHouse (${target.kind}) is not reachable yet; retrying on every request, /readyz says 503`)
+    } else {
+      yield* serverInfo.pipe(Effect.ignore)
+    }
+
+    return ClickHouse.of({
+      target,
+      query,
+      command: (sql) => Effect.asVoid(command(sql)),
+      insert: (table, rows) => Effect.asVoid(insert(table, rows)),
+      ping,
+      serverInfo,
+      inFlight: Ref.get(inFlightRef)
+    })
+  })
+
+export const layer = (config: ClickHouseConfig): Layer.Layer<ClickHouse, ClickHouseError> =>
+  Layer.scoped(ClickHouse, make(config))
+
+export const layerConfig = (
+  config: typeof clickHouseConfig = clickHouseConfig
+) => Layer.scoped(ClickHouse, Effect.flatMap(config, make))

@@ -1,0 +1,30 @@
+import { Data } from "effect"
+
+export class ClickHouseUnavailable extends Data.TaggedError("ClickHouseUnavailable")<{
+  readonly cause: unknown
+}> {}
+
+export class ClickHouseOverloaded extends Data.TaggedError("ClickHouseOverloaded")<{
+  readonly reason: "pool" | "server"
+  readonly cause?: unknown
+}> {}
+
+export class ClickHouseTimeout extends Data.TaggedError("ClickHouseTimeout")<{
+  readonly cause?: unknown
+}> {}
+
+export class ClickHouseQueryError extends Data.TaggedError("ClickHouseQueryError")<{
+  readonly code: number
+  readonly cause: unknown
+}> {}
+
+export class ClickHouseBadResponse extends Data.TaggedError("ClickHouseBadResponse")<{
+  readonly cause: unknown
+}> {}
+
+export type ClickHouseError =
+  | ClickHouseUnavailable
+  | ClickHouseOverloaded
+  | ClickHouseTimeout
+  | ClickHouseQueryError
+  | ClickHouseBadResponse

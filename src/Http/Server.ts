@@ -1,0 +1,52 @@
+import { NodeHttpServer } from "@effect/platform-node"
+import { Duration, Effect, Layer, Option } from "effect"
+import * as Http from "node:http"
+import { type ServerConfig, serverConfig } from "../Config.ts"
+
+/** Limits that keep a slow or hostile client from pinning the server. */
+const createServer = () => {
+  const server = Http.createServer({
+    maxHeaderSize: 16 * 1024,
+    headersTimeout: 10_000,
+    requestTimeout: 60_000,
+    keepAliveTimeout: 5_000
+  })
+  server.maxRequestsPerSocket = 10_000
+  server.timeout = 120_000
+  return server
+}
+
+/**
+ * Graceful stop: no new connections, idle keep-alive sockets closed, in-flight requests given
+ * `shutdownGrace` to finish before their connections are closed.
+ */
+const gracefulClose = (server: Http.Server, grace: Duration.Duration) =>
+  Effect.async<void>((resume) => {
+    if (!server.listening) return resume(Effect.void)
+    server.close(() => resume(Effect.void))
+    server.closeIdleConnections()
+  }).pipe(
+    Effect.timeoutTo({
+      duration: grace,
+      onSuccess: () => Effect.void,
+      onTimeout: () =>
+        Effect.logWarning("shutdown grace period over; closing remaining connections").pipe(
+          Effect.zipRight(Effect.sync(() => server.closeAllConnections()))
+        )
+    }),
+    Effect.flatten
+  )
+
+export const make = (config: ServerConfig) => {
+  const server = createServer()
+  const serverLayer = NodeHttpServer.layer(() => server, {
+    port: config.port,
+    ...Option.match(config.host, { onNone: () => ({}), onSome: (host) => ({ host }) })
+  })
+  const shutdown = Layer.scopedDiscard(
+    Effect.addFinalizer(() => gracefulClose(server, config.shutdownGrace))
+  )
+  return Layer.provideMerge(shutdown, serverLayer)
+}
+
+export const layerConfig = Layer.unwrapEffect(Effect.map(serverConfig, make))
