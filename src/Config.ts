@@ -53,7 +53,6 @@ export interface ClickHouseConfig {
   readonly backend: Backend
   readonly username: string
   readonly password: Redacted.Redacted<string>
-  readonly database: string
   /** Connections in the pool: the most queries this process runs at once. */
   readonly poolSize: number
   /** How long a request may wait for a pooled connection before it is told the service is overloaded. */
@@ -75,7 +74,6 @@ export const clickHouseConfig: Config.Config<ClickHouseConfig> = Config.all({
   ),
   username: Config.string("CLICKHOUSE_USER").pipe(Config.withDefault("default")),
   password: Config.redacted("CLICKHOUSE_PASSWORD").pipe(Config.withDefault(Redacted.make(""))),
-  database: identifier("CLICKHOUSE_DATABASE", "analytics"),
   poolSize: intInRange("CLICKHOUSE_POOL_SIZE", 1, 1000, 8),
   poolWait: millis("CLICKHOUSE_POOL_WAIT_MS", 1, 600_000, 60_000),
   queryTimeout: millis("CLICKHOUSE_QUERY_TIMEOUT_MS", 100, 600_000, 30_000),

@@ -1,12 +1,11 @@
-import { Effect } from "effect"
+import { Effect, Layer } from "effect"
 import { ClickHouse } from "./ClickHouse/ClickHouse.ts"
-import { qualifiedName, tableConfig } from "./Config.ts"
+import { qualifiedName, type TableConfig, tableConfig } from "./Config.ts"
 import { TotalRow } from "./Domain/Metrics.ts"
 
-export class Metrics extends Effect.Service<Metrics>()("analytics-api/Metrics", {
-  effect: Effect.gen(function*() {
+const make = (table: TableConfig) =>
+  Effect.gen(function*() {
     const ch = yield* ClickHouse
-    const table = yield* tableConfig
     const totalSql = `SELECT sum(value) AS total FROM ${qualifiedName(table)}`
 
     const total = ch.query(totalSql, TotalRow).pipe(
@@ -16,4 +15,10 @@ export class Metrics extends Effect.Service<Metrics>()("analytics-api/Metrics", 
 
     return { total } as const
   })
-}) {}
+
+export class Metrics extends Effect.Service<Metrics>()("analytics-api/Metrics", {
+  effect: Effect.flatMap(tableConfig, make)
+}) {
+  /** The metrics service over a given table instead of the one named by the environment. */
+  static readonly layer = (table: TableConfig) => Layer.effect(Metrics, Effect.map(make(table), Metrics.make))
+}

@@ -167,7 +167,10 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
         const names = await readJson(control, {
           query: `SELECT name FROM system.settings WHERE name IN (${wantedSettings.map((s) => `'${s}'`).join(", ")})`
         }) as Array<{ name: string }>
-        return { version: version?.version ?? "unknown", settings: new Set(names.map((row) => row.name)) }
+        const settings = new Set(names.map((row) => row.name))
+        // An HTTP-interface parameter on every server version, a listed setting only on newer ones.
+        if (target.kind === "remote") settings.add("wait_end_of_query")
+        return { version: version?.version ?? "unknown", settings }
       },
       catch: classify
     }).pipe(

@@ -1,0 +1,33 @@
+import { execFile } from "node:child_process"
+import { rmSync } from "node:fs"
+import * as Path from "node:path"
+import { promisify } from "node:util"
+
+const run = promisify(execFile)
+const script = Path.resolve(import.meta.dirname, "../../scripts/clickhouse")
+
+export interface ServerOptions {
+  readonly dir: string
+  readonly port?: number
+  readonly maxConcurrentQueries?: number
+  readonly keepAliveTimeout?: number
+  /** Start from an empty data directory. */
+  readonly fresh?: boolean
+}
+
+/** Debian's clickhouse-server as a plain process, through the same script users run. */
+export const startServer = async (options: ServerOptions): Promise<string> => {
+  if (options.fresh) rmSync(options.dir, { recursive: true, force: true })
+  const args = ["start", "--dir", options.dir]
+  if (options.port !== undefined) args.push("--port", String(options.port))
+  if (options.maxConcurrentQueries !== undefined) {
+    args.push("--max-concurrent-queries", String(options.maxConcurrentQueries))
+  }
+  if (options.keepAliveTimeout !== undefined) args.push("--keep-alive-timeout", String(options.keepAliveTimeout))
+  const { stdout } = await run("bash", [script, ...args], { timeout: 300_000 })
+  return stdout.trim().split("\n").at(-1)!
+}
+
+export const stopServer = async (dir: string): Promise<void> => {
+  await run("bash", [script, "stop", "--dir", dir], { timeout: 30_000 })
+}
