@@ -11,6 +11,8 @@ export interface ServerOptions {
   readonly port?: number
   readonly maxConcurrentQueries?: number
   readonly keepAliveTimeout?: number
+  /** 0 makes the server refuse (code 202) at once past max_concurrent_queries instead of queueing. */
+  readonly queueMaxWaitMs?: number
   /** Start from an empty data directory. */
   readonly fresh?: boolean
 }
@@ -24,6 +26,7 @@ export const startServer = async (options: ServerOptions): Promise<string> => {
     args.push("--max-concurrent-queries", String(options.maxConcurrentQueries))
   }
   if (options.keepAliveTimeout !== undefined) args.push("--keep-alive-timeout", String(options.keepAliveTimeout))
+  if (options.queueMaxWaitMs !== undefined) args.push("--queue-max-wait-ms", String(options.queueMaxWaitMs))
   const { stdout } = await run("bash", [script, ...args], { timeout: 300_000 })
   return stdout.trim().split("\n").at(-1)!
 }

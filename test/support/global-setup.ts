@@ -21,9 +21,9 @@ const banner = (lines: Array<string>) => {
 
 export default async function setup(project: TestProject) {
   try {
-    const url = await startServer({ dir, maxConcurrentQueries, fresh: true })
+    const url = await startServer({ dir, maxConcurrentQueries, queueMaxWaitMs: 0, fresh: true })
     project.provide("clickhouseUrl", url)
-    process.stderr.write(`real ClickHouse server for the suite: ${url} (max_concurrent_queries=${maxConcurrentQueries})\n`)
+    process.stderr.write(`real ClickHouse server for the suite: ${url} (max_concurrent_queries=${maxConcurrentQueries}, refused past it at once)\n`)
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error)
     if (process.env.CI) {
