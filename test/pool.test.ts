@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Fiber, Schema } from "effect"
+import { Duration, Effect, Either, Fiber, Schema } from "effect"
 import * as Path from "node:path"
 import { afterAll, beforeAll } from "vitest"
 import { ClickHouse, layer } from "../src/ClickHouse/ClickHouse.ts"
@@ -62,7 +62,7 @@ describeReal("the connection pool", () => {
       // The slot is free again: the next caller is served.
       expect(yield* ch.query("SELECT 1 AS s", Sleep)).toEqual([{ s: 1 }])
     }).pipe(
-      Effect.provide(layer(config(remoteBackend(url), { poolSize: 1, poolWait: "200 millis" as never }))),
+      Effect.provide(layer(config(remoteBackend(url), { poolSize: 1, poolWait: Duration.millis(200) }))),
       Effect.provide(quietLogs)
     ))
 

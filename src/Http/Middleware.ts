@@ -1,7 +1,6 @@
 import { HttpApp, HttpMiddleware, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Clock, Effect, Exit } from "effect"
 import { randomUUID } from "node:crypto"
-import { handleCause } from "./ErrorResponse.ts"
 
 const validRequestId = /^[A-Za-z0-9._:-]{1,128}$/
 
@@ -37,7 +36,6 @@ export const requestLog = HttpMiddleware.make((app) =>
       Effect.succeed(HttpServerResponse.setHeader(response, "x-request-id", requestId))
     )
     return yield* app.pipe(
-      Effect.catchAllCause(handleCause),
       Effect.onExit((exit) => logLine(Exit.isSuccess(exit) ? exit.value.status : 499)),
       Effect.annotateLogs("requestId", requestId)
     )

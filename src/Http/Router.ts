@@ -1,5 +1,5 @@
 import { HttpRouter, HttpServerResponse } from "@effect/platform"
-import { Effect } from "effect"
+import { Cause, Effect } from "effect"
 import { ClickHouse } from "../ClickHouse/ClickHouse.ts"
 import { ApiError } from "../Domain/ApiError.ts"
 import { Metrics } from "../Metrics.ts"
@@ -58,7 +58,12 @@ export const MetricsRouter = HttpRouter.empty.pipe(
 
 const notFound = toResponse(new ApiError({ status: 404, code: "not_found", message: "No such endpoint." }))
 
-/** The router as a whole app: unknown paths get a JSON 404. */
+/** The router as a whole app: unknown paths get a JSON 404, and nothing escapes unmapped. */
 export const MetricsApp = MetricsRouter.pipe(
-  Effect.catchTag("RouteNotFound", () => Effect.succeed(notFound))
+  Effect.catchAllCause((cause) => {
+    const failure = Cause.failureOption(cause)
+    return failure._tag === "Some" && failure.value._tag === "RouteNotFound"
+      ? Effect.succeed(notFound)
+      : handleCause(cause)
+  })
 )

@@ -59,19 +59,28 @@ export const stack = (chConfig: ClickHouseConfig, table: TableConfig) =>
     Layer.provide(quietLogs)
   )
 
-/** Request lines stay out of the test output; warnings and errors still show. */
-export const quietLogs = Logger.minimumLogLevel(LogLevel.Warning)
+/** Logs stay out of the test output (many tests fail requests on purpose); TEST_LOGS=1 shows them. */
+export const quietLogs = Logger.minimumLogLevel(process.env.TEST_LOGS ? LogLevel.Debug : LogLevel.None)
 
 /** Real-server tests: skipped (and reported by the global setup's banner) only outside CI. */
 export const describeReal = hasRealServer ? describe : describe.skip
 
-export const getJson = (path: string) =>
+/** Any request; the body is returned as text and, when it parses, as JSON. */
+export const request = (method: "GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD", path: string) =>
   Effect.gen(function*() {
     const client = yield* HttpClient.HttpClient
-    const response = yield* client.execute(HttpClientRequest.get(path))
-    const body = yield* response.json
-    return { status: response.status, headers: response.headers, body }
+    const response = yield* client.execute(HttpClientRequest.make(method)(path))
+    const text = yield* response.text
+    let json: unknown = undefined
+    try {
+      json = JSON.parse(text)
+    } catch {
+      // not JSON
+    }
+    return { status: response.status, headers: response.headers, text, json }
   }).pipe(Effect.scoped)
+
+export const getJson = (path: string) => request("GET", path)
 
 export const getTotal = (path = "/api/metrics") =>
   Effect.gen(function*() {

@@ -1,0 +1,69 @@
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Duration, Effect, Either, Option } from "effect"
+import { spawnSync } from "node:child_process"
+import * as Path from "node:path"
+import { clickHouseConfig, serverConfig, tableConfig } from "../src/Config.ts"
+
+const root = Path.resolve(import.meta.dirname, "..")
+
+const withEnv = (env: Record<string, string>) => Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
+
+describe("configuration", () => {
+  it.effect("defaults match the original service", () =>
+    Effect.gen(function*() {
+      const server = yield* serverConfig
+      expect(server.port).toBe(3000)
+      expect(Option.isNone(server.host)).toBe(true)
+      const ch = yield* clickHouseConfig
+      expect(ch.backend).toMatchObject({ _tag: "Auto" })
+      expect(ch.backend._tag === "Auto" && ch.backend.url.href).toBe("http://localhost:8123/")
+      expect(ch.poolSize).toBe(8)
+      expect(Duration.toMillis(ch.queryTimeout)).toBe(30_000)
+      expect(yield* tableConfig).toEqual({ database: "analytics", table: "metrics" })
+    }).pipe(withEnv({})))
+
+  it.effect("CLICKHOUSE_URL chooses the backend", () =>
+    Effect.gen(function*() {
+      const remote = yield* clickHouseConfig.pipe(withEnv({ CLICKHOUSE_URL: "https://ch.example:8443" }))
+      expect(remote.backend._tag).toBe("Remote")
+      const embedded = yield* clickHouseConfig.pipe(withEnv({ CLICKHOUSE_URL: "embedded:/tmp/x" }))
+      expect(embedded.backend).toEqual({ _tag: "Embedded", path: "/tmp/x" })
+      const bad = yield* Effect.either(clickHouseConfig.pipe(withEnv({ CLICKHOUSE_URL: "ftp://nope" })))
+      expect(Either.isLeft(bad) && String(bad.left)).toMatch(/CLICKHOUSE_URL.*http\(s\):\/\/ URL, 'embedded'/)
+    }))
+
+  it.effect.each([
+    ["PORT", "99999", /PORT/],
+    ["PORT", "abc", /PORT/],
+    ["CLICKHOUSE_POOL_SIZE", "0", /CLICKHOUSE_POOL_SIZE.*from 1 to 1000/],
+    ["CLICKHOUSE_POOL_WAIT_MS", "-5", /CLICKHOUSE_POOL_WAIT_MS/],
+    ["CLICKHOUSE_TABLE", "metrics; DROP TABLE x", /CLICKHOUSE_TABLE.*plain identifier/]
+  ] as const)("%s=%s is refused with the variable's name", ([name, value, message]) =>
+    Effect.gen(function*() {
+      const result = yield* Effect.either(
+        Effect.all([serverConfig, clickHouseConfig, tableConfig]).pipe(withEnv({ [name]: value }))
+      )
+      expect(Either.isLeft(result) && String(result.left)).toMatch(message)
+    }))
+})
+
+describe("startup with a bad setting", () => {
+  const start = (env: Record<string, string>) =>
+    spawnSync(process.execPath, ["--import", "tsx", "src/main.ts"], {
+      cwd: root,
+      env: { ...process.env, CLICKHOUSE_URL: "embedded:/nonexistent-never-created", ...env },
+      encoding: "utf8",
+      timeout: 30_000
+    })
+
+  it.each([
+    ["PORT", "70000"],
+    ["CLICKHOUSE_POOL_SIZE", "many"]
+  ])("%s=%s stops the process with one line naming it", (name, value) => {
+    const result = start({ [name]: value })
+    expect(result.status).toBe(1)
+    const lines = (result.stdout + result.stderr).trim().split("\n").filter((line) => line.trim() !== "")
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toMatch(new RegExp(`Invalid configuration.*${name}`))
+  })
+})
