@@ -57,6 +57,8 @@ export interface ClickHouseConfig {
   readonly poolSize: number
   /** How long a request may wait for a pooled connection before it is told the service is overloaded. */
   readonly poolWait: Duration.Duration
+  /** Callers allowed to wait for a connection at once; past that they are told the service is overloaded. */
+  readonly maxWaiting: number
   /** Deadline of one query, enforced with an AbortSignal and sent as max_execution_time. */
   readonly queryTimeout: Duration.Duration
   /** Idle sockets are retired after this long; keep it below the server's keep_alive_timeout (3 s on old servers). */
@@ -76,6 +78,7 @@ export const clickHouseConfig: Config.Config<ClickHouseConfig> = Config.all({
   password: Config.redacted("CLICKHOUSE_PASSWORD").pipe(Config.withDefault(Redacted.make(""))),
   poolSize: intInRange("CLICKHOUSE_POOL_SIZE", 1, 1000, 8),
   poolWait: millis("CLICKHOUSE_POOL_WAIT_MS", 1, 600_000, 60_000),
+  maxWaiting: intInRange("CLICKHOUSE_POOL_MAX_WAITING", 0, 1_000_000, 10_000),
   queryTimeout: millis("CLICKHOUSE_QUERY_TIMEOUT_MS", 100, 600_000, 30_000),
   idleSocketTtl: millis("CLICKHOUSE_IDLE_SOCKET_TTL_MS", 100, 60_000, 2_000)
 })

@@ -11,6 +11,7 @@ import {
   ClickHouseUnavailable
 } from "../Domain/ClickHouseError.ts"
 import { breaksConnection, classify } from "./Classify.ts"
+import { makeGate } from "./Gate.ts"
 
 export type Target =
   | { readonly kind: "remote"; readonly url: string }
@@ -157,7 +158,13 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
       timeToLiveStrategy: "usage"
     })
 
-    const inFlightRef = yield* Ref.make(0)
+    // Callers wait here, in order and within bounds, rather than inside Pool (see Gate.ts).
+    const gate = makeGate({
+      permits: config.poolSize,
+      maxWaiting: config.maxWaiting,
+      maxWait: config.poolWait,
+      overloaded: () => new ClickHouseOverloaded({ reason: "pool" })
+    })
     const infoRef = yield* Ref.make(Option.none<ServerInfo>())
     const infoLock = yield* Effect.makeSemaphore(1)
 
@@ -219,30 +226,26 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
     type Params = { abort_signal: AbortSignal; query_id: string; clickhouse_settings: ClickHouseSettings }
 
     const run = <A>(name: string, f: (client: ClickHouseClient, params: Params) => Promise<A>) =>
-      Effect.gen(function*() {
-        const info = yield* serverInfo
-        const connection = yield* Pool.get(pool).pipe(
-          Effect.timeoutFail({
-            duration: config.poolWait,
-            onTimeout: () => new ClickHouseOverloaded({ reason: "pool" })
-          })
-        )
-        yield* Effect.acquireRelease(Ref.update(inFlightRef, (n) => n + 1), () => Ref.update(inFlightRef, (n) => n - 1))
-        const queryId = randomUUID()
-        yield* Effect.annotateCurrentSpan("clickhouse.query_id", queryId)
-        return yield* Effect.tryPromise({
-          try: (signal) =>
-            f(connection.client, { abort_signal: signal, query_id: queryId, clickhouse_settings: settingsFor(info) }),
-          catch: classify
-        }).pipe(
-          Effect.onInterrupt(() => cancelOnServer(info, queryId)),
-          Effect.timeoutFail({
-            duration: config.queryTimeout,
-            onTimeout: () => new ClickHouseTimeout({ cause: `query ${queryId} passed its deadline` })
-          }),
-          Effect.tapError((error) => breaksConnection(error) ? Pool.invalidate(pool, connection) : Effect.void)
-        )
-      }).pipe(Effect.scoped, Effect.withSpan(`ClickHouse.${name}`))
+      Effect.flatMap(serverInfo, (info) =>
+        gate.withPermit(
+          Effect.gen(function*() {
+            const connection = yield* Pool.get(pool)
+            const queryId = randomUUID()
+            yield* Effect.annotateCurrentSpan("clickhouse.query_id", queryId)
+            return yield* Effect.tryPromise({
+              try: (signal) =>
+                f(connection.client, { abort_signal: signal, query_id: queryId, clickhouse_settings: settingsFor(info) }),
+              catch: classify
+            }).pipe(
+              Effect.onInterrupt(() => cancelOnServer(info, queryId)),
+              Effect.timeoutFail({
+                duration: config.queryTimeout,
+                onTimeout: () => new ClickHouseTimeout({ cause: `query ${queryId} passed its deadline` })
+              }),
+              Effect.tapError((error) => breaksConnection(error) ? Pool.invalidate(pool, connection) : Effect.void)
+            )
+          }).pipe(Effect.scoped)
+        )).pipe(Effect.withSpan(`ClickHouse.${name}`))
 
     const query = <A, I>(sql: string, schema: Schema.Schema<A, I>) =>
       run("query", (client, params) => readJson(client, { query: sql, ...params })).pipe(
@@ -281,7 +284,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
       insert: (table, rows) => Effect.asVoid(insert(table, rows)),
       ping,
       serverInfo,
-      inFlight: Ref.get(inFlightRef)
+      inFlight: Effect.sync(gate.inUse)
     })
   })
 

@@ -23,6 +23,7 @@ export const config = (backend: ClickHouseConfig["backend"], overrides: Partial<
   password: Redacted.make(""),
   poolSize: 4,
   poolWait: Duration.seconds(60),
+  maxWaiting: 10_000,
   queryTimeout: Duration.seconds(30),
   idleSocketTtl: Duration.seconds(2),
   ...overrides
