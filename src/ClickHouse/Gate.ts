@@ -1,4 +1,4 @@
-import { type Duration, Effect } from "effect"
+import { type Duration, Effect, Exit } from "effect"
 
 /**
  * A FIFO semaphore that hands a released permit straight to the oldest waiter.
@@ -41,9 +41,12 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
     }
   }
 
-  const take = Effect.async<void, E>((resume) => {
+  /** `ticket.held` turns true the moment a permit is ours, even if this fiber never gets to see it. */
+  const take = (ticket: { held: boolean }) =>
+    Effect.async<void, E>((resume) => {
       if (free > 0) {
         free--
+        ticket.held = true
         resume(Effect.void)
         return
       }
@@ -51,26 +54,26 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
         resume(Effect.fail(overloaded()))
         return
       }
-      let handedOver = false
       const wake = () => {
-        handedOver = true
+        ticket.held = true
         resume(Effect.void)
       }
       waiters.add(wake)
-      // Interrupted while waiting: leave the queue, or pass on a permit that was already handed over.
       return Effect.sync(() => {
-        if (handedOver) release()
-        else waiters.delete(wake)
+        if (!ticket.held) waiters.delete(wake)
       })
-    })
-
-  const takeWithin = take.pipe(Effect.timeoutFail({ duration: options.maxWait, onTimeout: overloaded }))
+    }).pipe(Effect.timeoutFail({ duration: options.maxWait, onTimeout: overloaded }))
 
   return {
     withPermit: (self) =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(restore(takeWithin), () => Effect.ensuring(restore(self), Effect.sync(release)))
-      ),
+      Effect.uninterruptibleMask((restore) => {
+        const ticket = { held: false }
+        return restore(take(ticket)).pipe(
+          // Interrupted or timed out just as a permit was handed over: pass it on.
+          Effect.onExit((exit) => Exit.isFailure(exit) && ticket.held ? Effect.sync(release) : Effect.void),
+          Effect.flatMap(() => Effect.ensuring(restore(self), Effect.sync(release)))
+        )
+      }),
     waiting: () => waiters.size,
     inUse: () => permits - free
   }
