@@ -187,29 +187,33 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
       )
     )
 
+    const cachedInfo = Effect.flatten(Ref.get(infoRef))
+
     // Detected once, at the first successful contact; a failed attempt is retried by the next caller.
-    const serverInfo: Effect.Effect<ServerInfo, ClickHouseError> = Ref.get(infoRef).pipe(
-      Effect.flatMap(Option.match({
-        onSome: Effect.succeed,
-        onNone: () =>
-          infoLock.withPermits(1)(
-            Ref.get(infoRef).pipe(
-              Effect.flatMap(Option.match({
-                onSome: Effect.succeed,
-                onNone: () => detectInfo.pipe(Effect.tap((info) => Ref.set(infoRef, Option.some(info))))
-              }))
-            )
+    const serverInfo: Effect.Effect<ServerInfo, ClickHouseError> = cachedInfo.pipe(
+      Effect.orElse(() =>
+        infoLock.withPermits(1)(
+          cachedInfo.pipe(
+            Effect.orElse(() => detectInfo.pipe(Effect.tap((info) => Ref.set(infoRef, Option.some(info)))))
           )
-      }))
+        )
+      )
     )
 
+    // Computed once per server, not per query.
+    const settingsCache = new WeakMap<ServerInfo, ClickHouseSettings>()
     const settingsFor = (info: ServerInfo): ClickHouseSettings => {
-      const wanted: ClickHouseSettings = {
-        max_execution_time: Math.max(1, Math.ceil(Duration.toSeconds(config.queryTimeout))),
-        cancel_http_readonly_queries_on_client_close: 1,
-        wait_end_of_query: 1
+      let settings = settingsCache.get(info)
+      if (settings === undefined) {
+        const wanted: ClickHouseSettings = {
+          max_execution_time: Math.max(1, Math.ceil(Duration.toSeconds(config.queryTimeout))),
+          cancel_http_readonly_queries_on_client_close: 1,
+          wait_end_of_query: 1
+        }
+        settings = Object.fromEntries(Object.entries(wanted).filter(([name]) => info.settings.has(name)))
+        settingsCache.set(info, settings)
       }
-      return Object.fromEntries(Object.entries(wanted).filter(([name]) => info.settings.has(name)))
+      return settings
     }
 
     // Old servers do not stop a read when its HTTP client goes away: kill it by query_id.
