@@ -63,6 +63,10 @@ export interface ClickHouseConfig {
   readonly queryTimeout: Duration.Duration
   /** Idle sockets are retired after this long; keep it below the server's keep_alive_timeout (3 s on old servers). */
   readonly idleSocketTtl: Duration.Duration
+  /** Identical reads in flight at once share the next run (fresh-read coalescing); see Coalesce.ts. */
+  readonly coalesce: boolean
+  /** Zero: off. Otherwise answers may be reused while their query started less than this long ago. */
+  readonly cacheTtl: Duration.Duration
 }
 
 export const clickHouseConfig: Config.Config<ClickHouseConfig> = Config.all({
@@ -80,7 +84,9 @@ export const clickHouseConfig: Config.Config<ClickHouseConfig> = Config.all({
   poolWait: millis("CLICKHOUSE_POOL_WAIT_MS", 1, 600_000, 60_000),
   maxWaiting: intInRange("CLICKHOUSE_POOL_MAX_WAITING", 0, 1_000_000, 10_000),
   queryTimeout: millis("CLICKHOUSE_QUERY_TIMEOUT_MS", 100, 600_000, 30_000),
-  idleSocketTtl: millis("CLICKHOUSE_IDLE_SOCKET_TTL_MS", 100, 60_000, 2_000)
+  idleSocketTtl: millis("CLICKHOUSE_IDLE_SOCKET_TTL_MS", 100, 60_000, 2_000),
+  coalesce: Config.boolean("COALESCE_READS").pipe(Config.withDefault(true)),
+  cacheTtl: millis("CACHE_TTL_MS", 0, 3_600_000, 0)
 })
 
 export interface TableConfig {

@@ -49,7 +49,7 @@ describeReal("the connection pool", () => {
       expect(maxInFlight).toBe(2)
       expect(maxOnServer).toBeGreaterThanOrEqual(1)
       expect(maxOnServer).toBeLessThanOrEqual(2)
-    }).pipe(Effect.provide(layer(config(remoteBackend(url), { poolSize: 2 }))), Effect.provide(quietLogs)))
+    }).pipe(Effect.provide(layer(config(remoteBackend(url), { poolSize: 2, coalesce: false }))), Effect.provide(quietLogs)))
 
   it.live("a caller that waits past the pool's limit gets the overloaded error", () =>
     Effect.gen(function*() {
@@ -62,7 +62,7 @@ describeReal("the connection pool", () => {
       // The slot is free again: the next caller is served.
       expect(yield* ch.query("SELECT 1 AS s", Sleep)).toEqual([{ s: 1 }])
     }).pipe(
-      Effect.provide(layer(config(remoteBackend(url), { poolSize: 1, poolWait: Duration.millis(200) }))),
+      Effect.provide(layer(config(remoteBackend(url), { poolSize: 1, poolWait: Duration.millis(200), coalesce: false }))),
       Effect.provide(quietLogs)
     ))
 
@@ -79,7 +79,7 @@ describeReal("the connection pool", () => {
           expect(Either.isLeft(broken) && broken.left._tag).toBe("ClickHouseUnavailable")
           expect(yield* ch.query("SELECT 3 AS s", Sleep)).toEqual([{ s: 3 }])
           expect(proxy.connections()).toBeGreaterThan(before)
-        }).pipe(Effect.provide(layer(config(remoteBackend(proxy.url), { poolSize: 1 })))),
+        }).pipe(Effect.provide(layer(config(remoteBackend(proxy.url), { poolSize: 1, coalesce: false })))),
       (proxy) => Effect.promise(() => proxy.close())
     ).pipe(Effect.provide(quietLogs)))
 
@@ -93,7 +93,7 @@ describeReal("the connection pool", () => {
       const refused = results.filter((r) => Either.isLeft(r) && r.left._tag === "ClickHouseOverloaded")
       expect(refused.length).toBeGreaterThan(0)
       expect(refused.every((r) => Either.isLeft(r) && (r.left as { reason?: string }).reason === "server")).toBe(true)
-    }).pipe(Effect.provide(layer(config(remoteBackend(url), { poolSize: 12 }))), Effect.provide(quietLogs)))
+    }).pipe(Effect.provide(layer(config(remoteBackend(url), { poolSize: 12, coalesce: false }))), Effect.provide(quietLogs)))
 })
 
 describe("real-server tier", () => {

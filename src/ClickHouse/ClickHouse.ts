@@ -11,6 +11,7 @@ import {
   ClickHouseUnavailable
 } from "../Domain/ClickHouseError.ts"
 import { breaksConnection, classify } from "./Classify.ts"
+import { makeCoalescer } from "./Coalesce.ts"
 import { makeGate } from "./Gate.ts"
 
 export type Target =
@@ -25,8 +26,15 @@ export interface ServerInfo {
 
 export interface ClickHouse {
   readonly target: Target
-  /** Runs a read and decodes every row with `schema`. */
-  readonly query: <A, I>(sql: string, schema: Schema.Schema<A, I>) => Effect.Effect<ReadonlyArray<A>, ClickHouseError>
+  /**
+   * Runs a read and decodes every row with `schema`. `params` are bound server-side (`{name:Type}` in the SQL;
+   * modern servers and the embedded engine). Identical reads in flight share runs (see Coalesce.ts).
+   */
+  readonly query: <A, I>(
+    sql: string,
+    schema: Schema.Schema<A, I>,
+    params?: QueryParams
+  ) => Effect.Effect<ReadonlyArray<A>, ClickHouseError>
   /** Runs a statement that returns no rows (DDL, INSERT ... SELECT). */
   readonly command: (sql: string) => Effect.Effect<void, ClickHouseError>
   /** Inserts rows as JSONEachRow. */
@@ -40,6 +48,14 @@ export interface ClickHouse {
   /** Connections currently checked out of the pool (queries in flight). */
   readonly inFlight: Effect.Effect<number>
 }
+
+export type QueryParams = Readonly<Record<string, string | number | boolean>>
+
+/** Same SQL and same parameters, whatever their order: the same read. */
+const readKey = (sql: string, params: QueryParams | undefined) =>
+  params === undefined
+    ? sql
+    : `${sql}\u0000${JSON.stringify(Object.keys(params).sort().map((name) => [name, params[name]]))}`
 
 export const ClickHouse = Context.GenericTag<ClickHouse>("analytics-api/ClickHouse")
 
@@ -251,8 +267,14 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
           }).pipe(Effect.scoped)
         )).pipe(Effect.withSpan(`ClickHouse.${name}`))
 
-    const query = <A, I>(sql: string, schema: Schema.Schema<A, I>) =>
-      run("query", (client, params) => readJson(client, { query: sql, ...params })).pipe(
+    const coalescer = yield* makeCoalescer({ coalesce: config.coalesce, ttl: config.cacheTtl })
+
+    const query = <A, I>(sql: string, schema: Schema.Schema<A, I>, queryParams?: QueryParams) =>
+      coalescer.run(
+        readKey(sql, queryParams),
+        run("query", (client, params) =>
+          readJson(client, { query: sql, ...params, ...(queryParams ? { query_params: queryParams } : {}) }))
+      ).pipe(
         Effect.flatMap((rows) =>
           Schema.decodeUnknown(Schema.Array(schema))(rows).pipe(
             Effect.mapError((cause) => new ClickHouseBadResponse({ cause }))

@@ -12,7 +12,7 @@ declare module "vitest" {
 /** The suite's real server: max_concurrent_queries is low on purpose, so only the pool keeps answers exact. */
 export const maxConcurrentQueries = 6
 
-const dir = Path.resolve(import.meta.dirname, "../../.clickhouse/test-suite")
+const dir = Path.resolve(import.meta.dirname, `../../.clickhouse/test-suite-${process.pid}`)
 
 const banner = (lines: Array<string>) => {
   const bar = "!".repeat(78)

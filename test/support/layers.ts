@@ -26,6 +26,8 @@ export const config = (backend: ClickHouseConfig["backend"], overrides: Partial<
   maxWaiting: 10_000,
   queryTimeout: Duration.seconds(30),
   idleSocketTtl: Duration.seconds(2),
+  coalesce: true,
+  cacheTtl: Duration.zero,
   ...overrides
 })
 

@@ -1,0 +1,157 @@
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, FiberId, Scope } from "effect"
+
+/**
+ * Fresh-read coalescing of identical reads (same key: SQL and parameters).
+ *
+ * At most one run per key is in flight. A caller that arrives while a run is in flight waits for the
+ * next run, which starts as soon as the current one ends and serves every caller that arrived meanwhile.
+ * So every answer comes from a run that started after its caller arrived: a caller that wrote and then
+ * reads sees its write. Failures are shared like values. A caller that is interrupted leaves; the run is
+ * interrupted only when its last caller leaves.
+ *
+ * With a TTL, a successful answer is also reused while its run started less than `ttl` ago: answers may
+ * then be up to `ttl` old. Only the same key ever shares an answer.
+ */
+export interface Coalescer {
+  readonly run: <A, E>(key: string, effect: Effect.Effect<A, E>) => Effect.Effect<A, E>
+  /** Keys with a run in flight or queued. */
+  readonly active: () => number
+}
+
+export interface CoalesceOptions {
+  /** Off: every caller runs its own effect (the TTL cache, if any, still applies). */
+  readonly coalesce: boolean
+  /** Zero: no cache. */
+  readonly ttl: Duration.Duration
+  /** Most cached answers kept; the oldest entry goes first. */
+  readonly maxCached?: number
+}
+
+interface Batch {
+  readonly effect: Effect.Effect<unknown, unknown>
+  readonly deferred: Deferred.Deferred<unknown, unknown>
+  waiters: number
+  startedAt: number
+  fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
+}
+
+interface Slot {
+  running: Batch
+  next: Batch | undefined
+}
+
+interface Cached {
+  readonly value: unknown
+  readonly startedAt: number
+}
+
+export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    // Runs belong to the owner's scope, not to whichever caller started them: closing it stops them.
+    const scope = yield* Scope.Scope
+    const ttl = Duration.toMillis(options.ttl)
+    const maxCached = options.maxCached ?? 10_000
+    const slots = new Map<string, Slot>()
+    const cache = new Map<string, Cached>()
+
+    const fromCache = (key: string, now: number): Cached | undefined => {
+      const hit = cache.get(key)
+      if (hit === undefined) return undefined
+      if (now - hit.startedAt < ttl) return hit
+      cache.delete(key)
+      return undefined
+    }
+
+    const remember = (key: string, value: unknown, startedAt: number) => {
+      if (ttl <= 0) return
+      cache.delete(key)
+      cache.set(key, { value, startedAt })
+      if (cache.size > maxCached) cache.delete(cache.keys().next().value!)
+    }
+
+    const newBatch = (effect: Effect.Effect<unknown, unknown>): Batch => ({
+      effect,
+      deferred: Deferred.unsafeMake(FiberId.none),
+      waiters: 1,
+      startedAt: 0,
+      fiber: undefined
+    })
+
+    const start = (key: string, batch: Batch): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        batch.startedAt = yield* Clock.currentTimeMillis
+        // Started from uninterruptible regions (a caller joining, a run ending): the run itself stays cancellable.
+        batch.fiber = yield* Effect.interruptible(batch.effect).pipe(
+          Effect.onExit((exit) => finish(key, batch, exit)),
+          Effect.forkIn(scope)
+        )
+      })
+
+    const finish = (key: string, batch: Batch, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (Exit.isSuccess(exit)) remember(key, exit.value, batch.startedAt)
+        const slot = slots.get(key)
+        let following: Batch | undefined
+        if (slot !== undefined && slot.running === batch) {
+          following = slot.next
+          if (following === undefined) slots.delete(key)
+          else slot.running = following
+          slot.next = undefined
+        }
+        return Deferred.done(batch.deferred, exit).pipe(
+          Effect.zipRight(following === undefined ? Effect.void : start(key, following))
+        )
+      })
+
+    const leave = (key: string, batch: Batch): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        batch.waiters--
+        if (batch.waiters > 0) return Effect.void
+        const slot = slots.get(key)
+        if (slot?.next === batch) {
+          slot.next = undefined
+          return Effect.void
+        }
+        return slot?.running === batch && batch.fiber !== undefined ? Fiber.interrupt(batch.fiber) : Effect.void
+      })
+
+    /** Joins the next run for `key`, starting it now if none is in flight. */
+    const enlist = (key: string, effect: Effect.Effect<unknown, unknown>) =>
+      Effect.suspend(() => {
+        const slot = slots.get(key)
+        if (slot === undefined) {
+          const batch = newBatch(effect)
+          slots.set(key, { running: batch, next: undefined })
+          return Effect.as(start(key, batch), batch)
+        }
+        if (slot.next === undefined) {
+          slot.next = newBatch(effect)
+        } else {
+          slot.next.waiters++
+        }
+        return Effect.succeed(slot.next)
+      })
+
+    const shared = <A, E>(key: string, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(enlist(key, effect), (batch) =>
+          restore(Deferred.await(batch.deferred)).pipe(
+            Effect.onInterrupt(() => leave(key, batch))
+          ) as Effect.Effect<A, E>)
+      )
+
+    const cached = <A, E>(key: string, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const hit = fromCache(key, now)
+        if (hit !== undefined) return Effect.succeed(hit.value as A)
+        // A shared run remembers its own answer when it ends; an unshared one is remembered here.
+        return options.coalesce
+          ? shared(key, effect)
+          : Effect.tap(effect, (value) => Effect.sync(() => remember(key, value, now)))
+      })
+
+    const run = <A, E>(key: string, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+      ttl > 0 ? cached(key, effect) : options.coalesce ? shared(key, effect) : effect
+
+    return { run, active: () => slots.size }
+  })
