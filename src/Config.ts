@@ -59,12 +59,14 @@ export interface ClickHouseConfig {
   readonly poolWait: Duration.Duration
   /** Callers allowed to wait for a connection at once; past that they are told the service is overloaded. */
   readonly maxWaiting: number
-  /** Deadline of one query, enforced with an AbortSignal and sent as max_execution_time. */
+  /** Deadline of one call (waits, tries and hedges included), enforced with an AbortSignal; the server gets 90% of it as max_execution_time. */
   readonly queryTimeout: Duration.Duration
   /** Idle sockets are retired after this long; keep it below the server's keep_alive_timeout (3 s on old servers). */
   readonly idleSocketTtl: Duration.Duration
   /** Identical reads in flight at once share the next run (fresh-read coalescing); see Coalesce.ts. */
   readonly coalesce: boolean
+  /** A read that has not answered after this long is hedged: a second try starts on another connection. Zero: never. */
+  readonly hedgeAfter: Duration.Duration
   /** Zero: off. Otherwise answers may be reused while their query started less than this long ago. */
   readonly cacheTtl: Duration.Duration
 }
@@ -86,6 +88,7 @@ export const clickHouseConfig: Config.Config<ClickHouseConfig> = Config.all({
   queryTimeout: millis("CLICKHOUSE_QUERY_TIMEOUT_MS", 100, 600_000, 30_000),
   idleSocketTtl: millis("CLICKHOUSE_IDLE_SOCKET_TTL_MS", 100, 60_000, 2_000),
   coalesce: Config.boolean("COALESCE_READS").pipe(Config.withDefault(true)),
+  hedgeAfter: millis("CLICKHOUSE_HEDGE_AFTER_MS", 0, 600_000, 1_000),
   cacheTtl: millis("CACHE_TTL_MS", 0, 3_600_000, 0)
 })
 

@@ -66,7 +66,7 @@ describeReal("the connection pool", () => {
       Effect.provide(quietLogs)
     ))
 
-  it.live("a broken connection is replaced, not reused", () =>
+  it.live("a broken connection is replaced, not reused; a read on it is retried, a write is not", () =>
     Effect.acquireUseRelease(
       Effect.promise(() => startProxy(url)),
       (proxy: Proxy) =>
@@ -75,10 +75,15 @@ describeReal("the connection pool", () => {
           expect(yield* ch.query("SELECT 1 AS s", Sleep)).toEqual([{ s: 1 }])
           const before = proxy.connections()
           proxy.breakReusedConnections = true
-          const broken = yield* Effect.either(ch.query("SELECT 2 AS s", Sleep))
-          expect(Either.isLeft(broken) && broken.left._tag).toBe("ClickHouseUnavailable")
-          expect(yield* ch.query("SELECT 3 AS s", Sleep)).toEqual([{ s: 3 }])
+          // The reused socket is reset: the read is retried once, on a fresh connection, and succeeds.
+          expect(yield* ch.query("SELECT 2 AS s", Sleep)).toEqual([{ s: 2 }])
+          expect(proxy.breakReusedConnections).toBe(false)
           expect(proxy.connections()).toBeGreaterThan(before)
+          // A write is never retried blindly: the same fault reaches the caller.
+          proxy.breakReusedConnections = true
+          const write = yield* Effect.either(ch.command("SELECT 3"))
+          expect(Either.isLeft(write) && write.left._tag).toBe("ClickHouseUnavailable")
+          expect(yield* ch.query("SELECT 4 AS s", Sleep)).toEqual([{ s: 4 }])
         }).pipe(Effect.provide(layer(config(remoteBackend(proxy.url), { poolSize: 1, coalesce: false })))),
       (proxy) => Effect.promise(() => proxy.close())
     ).pipe(Effect.provide(quietLogs)))

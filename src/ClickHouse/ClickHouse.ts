@@ -13,6 +13,7 @@ import {
 import { breaksConnection, classify } from "./Classify.ts"
 import { makeCoalescer } from "./Coalesce.ts"
 import { makeGate } from "./Gate.ts"
+import { hedgeRead, makeRetryBudget, retryRead } from "./Retry.ts"
 
 export type Target =
   | { readonly kind: "remote"; readonly url: string }
@@ -63,7 +64,11 @@ interface Connection {
   readonly client: ClickHouseClient
 }
 
-const wantedSettings = ["max_execution_time", "cancel_http_readonly_queries_on_client_close", "wait_end_of_query"]
+const wantedSettings = ["max_execution_time", "cancel_http_readonly_queries_on_client_close", "wait_end_of_query", "readonly"]
+
+/** The server's own time limit, in whole seconds, below our deadline so the server gives up first. */
+export const serverTimeLimit = (deadline: Duration.Duration): number =>
+  Math.max(1, Math.floor(Duration.toSeconds(deadline) * 0.9))
 
 const pingTimeout = Duration.seconds(1)
 
@@ -193,6 +198,8 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
         const settings = new Set(names.map((row) => row.name))
         // An HTTP-interface parameter on every server version, a listed setting only on newer ones.
         if (target.kind === "remote") settings.add("wait_end_of_query")
+        // The embedded engine refuses even plain reads under readonly; it is in-process, with no other users.
+        else settings.delete("readonly")
         return { version: version?.version ?? "unknown", settings }
       },
       catch: classify
@@ -216,20 +223,22 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
       )
     )
 
-    // Computed once per server, not per query.
-    const settingsCache = new WeakMap<ServerInfo, ClickHouseSettings>()
-    const settingsFor = (info: ServerInfo): ClickHouseSettings => {
+    // Computed once per server, not per query. Reads also run read-only where the server knows the setting.
+    const settingsCache = new WeakMap<ServerInfo, { readonly read: ClickHouseSettings; readonly write: ClickHouseSettings }>()
+    const settingsFor = (info: ServerInfo, read: boolean): ClickHouseSettings => {
       let settings = settingsCache.get(info)
       if (settings === undefined) {
         const wanted: ClickHouseSettings = {
-          max_execution_time: Math.max(1, Math.ceil(Duration.toSeconds(config.queryTimeout))),
+          max_execution_time: serverTimeLimit(config.queryTimeout),
           cancel_http_readonly_queries_on_client_close: 1,
           wait_end_of_query: 1
         }
-        settings = Object.fromEntries(Object.entries(wanted).filter(([name]) => info.settings.has(name)))
+        const write = Object.fromEntries(Object.entries(wanted).filter(([name]) => info.settings.has(name)))
+        // readonly=2: no writes or DDL, but settings such as max_execution_time may still be sent.
+        settings = { write, read: info.settings.has("readonly") ? { ...write, readonly: "2" } : write }
         settingsCache.set(info, settings)
       }
-      return settings
+      return read ? settings.read : settings.write
     }
 
     // Old servers do not stop a read when its HTTP client goes away: kill it by query_id.
@@ -245,7 +254,8 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
 
     type Params = { abort_signal: AbortSignal; query_id: string; clickhouse_settings: ClickHouseSettings }
 
-    const run = <A>(name: string, f: (client: ClickHouseClient, params: Params) => Promise<A>) =>
+    /** One try on one pooled connection; a connection that failed in a way that breaks it is replaced. */
+    const attempt = <A>(read: boolean, f: (client: ClickHouseClient, params: Params) => Promise<A>) =>
       Effect.flatMap(serverInfo, (info) =>
         gate.withPermit(
           Effect.gen(function*() {
@@ -254,25 +264,38 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
             yield* Effect.annotateCurrentSpan("clickhouse.query_id", queryId)
             return yield* Effect.tryPromise({
               try: (signal) =>
-                f(connection.client, { abort_signal: signal, query_id: queryId, clickhouse_settings: settingsFor(info) }),
+                f(connection.client, { abort_signal: signal, query_id: queryId, clickhouse_settings: settingsFor(info, read) }),
               catch: classify
             }).pipe(
               Effect.onInterrupt(() => cancelOnServer(info, queryId)),
-              Effect.timeoutFail({
-                duration: config.queryTimeout,
-                onTimeout: () => new ClickHouseTimeout({ cause: `query ${queryId} passed its deadline` })
-              }),
               Effect.tapError((error) => breaksConnection(error) ? Pool.invalidate(pool, connection) : Effect.void)
             )
           }).pipe(Effect.scoped)
-        )).pipe(Effect.withSpan(`ClickHouse.${name}`))
+        ))
+
+    const budget = makeRetryBudget({ ratio: 0.1, perSecond: 5, max: 20 })
+
+    /**
+     * Reads are hedged and retried (they are idempotent); writes run once. Either way the whole call,
+     * waits and tries included, has one deadline.
+     */
+    const run = <A>(name: string, read: boolean, f: (client: ClickHouseClient, params: Params) => Promise<A>) =>
+      (read
+        ? attempt(read, f).pipe(hedgeRead(budget, config.hedgeAfter), retryRead(budget))
+        : attempt(read, f)).pipe(
+          Effect.timeoutFail({
+            duration: config.queryTimeout,
+            onTimeout: () => new ClickHouseTimeout({ cause: `${name} passed its deadline` })
+          }),
+          Effect.withSpan(`ClickHouse.${name}`)
+        )
 
     const coalescer = yield* makeCoalescer({ coalesce: config.coalesce, ttl: config.cacheTtl })
 
     const query = <A, I>(sql: string, schema: Schema.Schema<A, I>, queryParams?: QueryParams) =>
       coalescer.run(
         readKey(sql, queryParams),
-        run("query", (client, params) =>
+        run("query", true, (client, params) =>
           readJson(client, { query: sql, ...params, ...(queryParams ? { query_params: queryParams } : {}) }))
       ).pipe(
         Effect.flatMap((rows) =>
@@ -282,10 +305,10 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
         )
       )
 
-    const command = (sql: string) => run("command", (client, params) => client.command({ query: sql, ...params }))
+    const command = (sql: string) => run("command", false, (client, params) => client.command({ query: sql, ...params }))
 
     const insert = (table: string, rows: ReadonlyArray<Record<string, unknown>>) =>
-      run("insert", (client, params) =>
+      run("insert", false, (client, params) =>
         client.insert({
           table,
           values: rows as Array<Record<string, unknown>>,

@@ -27,6 +27,7 @@ export const config = (backend: ClickHouseConfig["backend"], overrides: Partial<
   queryTimeout: Duration.seconds(30),
   idleSocketTtl: Duration.seconds(2),
   coalesce: true,
+  hedgeAfter: Duration.seconds(1),
   cacheTtl: Duration.zero,
   ...overrides
 })
