@@ -1,8 +1,9 @@
 import { HttpServer } from "@effect/platform"
-import { Effect, Layer } from "effect"
+import { Duration, Effect, Layer, type Redacted } from "effect"
 import { bootstrapIfEmpty } from "./ClickHouse/Bootstrap.ts"
 import * as ClickHouse from "./ClickHouse/ClickHouse.ts"
 import { clickHouseConfig, serverConfig, type TableConfig, tableConfig } from "./Config.ts"
+import { apiKeyAuth, bodyLimit, deadline } from "./Http/Guards.ts"
 import { requestLog } from "./Http/Middleware.ts"
 import { MetricsApp } from "./Http/Router.ts"
 import * as Server from "./Http/Server.ts"
@@ -17,9 +18,21 @@ export const bootstrapLayer = (table: TableConfig) =>
     })
   )
 
+export interface HttpOptions {
+  readonly requestTimeout: Duration.Duration
+  readonly apiKeys: ReadonlyArray<Redacted.Redacted<string>>
+  readonly maxBodyBytes: number
+}
+
+export const defaultHttpOptions: HttpOptions = { requestTimeout: Duration.seconds(30), apiKeys: [], maxBodyBytes: 64 * 1024 }
+
+/** The app with the service's guards: body limit, API keys, then the per-request deadline. */
+export const guardedApp = (options: HttpOptions = defaultHttpOptions) =>
+  MetricsApp.pipe(deadline(options.requestTimeout), apiKeyAuth(options.apiKeys), bodyLimit(options.maxBodyBytes))
+
 /** The HTTP app on whatever `HttpServer` is provided, over the given table. */
-export const httpLayer = (table: TableConfig) =>
-  HttpServer.serve(MetricsApp, requestLog).pipe(
+export const httpLayer = (table: TableConfig, options: HttpOptions = defaultHttpOptions) =>
+  HttpServer.serve(guardedApp(options), requestLog).pipe(
     HttpServer.withLogAddress,
     Layer.provide(Metrics.layer(table))
   )
@@ -30,7 +43,7 @@ export const AppLive = Layer.unwrapEffect(
     const server = yield* serverConfig
     const clickHouse = yield* clickHouseConfig
     const table = yield* tableConfig
-    return httpLayer(table).pipe(
+    return httpLayer(table, { ...defaultHttpOptions, requestTimeout: server.requestTimeout, apiKeys: server.apiKeys }).pipe(
       Layer.provide(Server.make(server)),
       Layer.provide(bootstrapLayer(table)),
       Layer.provide(ClickHouse.layer(clickHouse))

@@ -109,10 +109,25 @@ export interface ServerConfig {
   readonly host: Option.Option<string>
   /** How long in-flight requests may run on after SIGTERM before their connections are closed. */
   readonly shutdownGrace: Duration.Duration
+  /** Each request's deadline: past it the caller gets 504 and the work, down to the ClickHouse query, stops. */
+  readonly requestTimeout: Duration.Duration
+  /** Empty: no authentication. Otherwise every path but /healthz needs one of these keys. */
+  readonly apiKeys: ReadonlyArray<Redacted.Redacted<string>>
 }
 
 export const serverConfig: Config.Config<ServerConfig> = Config.all({
   port: Config.port("PORT").pipe(Config.withDefault(3000)),
   host: Config.string("HOST").pipe(Config.option),
-  shutdownGrace: millis("SHUTDOWN_GRACE_MS", 0, 600_000, 10_000)
+  shutdownGrace: millis("SHUTDOWN_GRACE_MS", 0, 600_000, 10_000),
+  requestTimeout: millis("REQUEST_TIMEOUT_MS", 100, 600_000, 30_000),
+  apiKeys: Config.redacted("API_KEYS").pipe(
+    Config.withDefault(Redacted.make("")),
+    Config.map((keys) =>
+      Redacted.value(keys).split(",").map((key) => key.trim()).filter((key) => key !== "").map((key) => Redacted.make(key))
+    ),
+    Config.validate({
+      message: "each key must be at least 16 characters",
+      validation: (keys) => keys.every((key) => Redacted.value(key).length >= 16)
+    })
+  )
 })

@@ -2,8 +2,12 @@ import { Schema } from "effect"
 
 export const ErrorCode = Schema.Literal(
   "bad_request",
+  "unauthorized",
   "not_found",
   "method_not_allowed",
+  "request_timeout",
+  "payload_too_large",
+  "headers_too_large",
   "overloaded",
   "unavailable",
   "timeout",

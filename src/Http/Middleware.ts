@@ -1,17 +1,13 @@
 import { HttpApp, HttpMiddleware, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Clock, Effect, Exit } from "effect"
 import { randomUUID } from "node:crypto"
+import { pathOf } from "./Guards.ts"
 
 const validRequestId = /^[A-Za-z0-9._:-]{1,128}$/
 
 const requestIdOf = (request: HttpServerRequest.HttpServerRequest) => {
   const given = request.headers["x-request-id"]
   return given !== undefined && validRequestId.test(given) ? given : randomUUID()
-}
-
-const pathOf = (url: string) => {
-  const end = url.indexOf("?")
-  return end === -1 ? url : url.slice(0, end)
 }
 
 /**

@@ -1,7 +1,28 @@
 import { NodeHttpServer } from "@effect/platform-node"
 import { Duration, Effect, Layer, Option } from "effect"
 import * as Http from "node:http"
+import type { Duplex } from "node:stream"
 import { type ServerConfig, serverConfig } from "../Config.ts"
+
+const clientErrorBody = (status: number, code: string, message: string) => {
+  const body = JSON.stringify({ error: { code, message } })
+  return `HTTP/1.1 ${status} ${Http.STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+}
+
+/** Requests Node's parser rejects before they reach the app still get a JSON answer. */
+const onClientError = (error: Error & { code?: string }, socket: Duplex) => {
+  if (socket.writable && !(socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
+    const answer = error.code === "HPE_HEADER_OVERFLOW"
+      ? clientErrorBody(431, "headers_too_large", "The request line or headers are too large.")
+      : error.code === "ERR_HTTP_REQUEST_TIMEOUT" || error.code === "ERR_HTTP_HEADERS_TIMEOUT"
+      ? clientErrorBody(408, "request_timeout", "The request was not received in time.")
+      : clientErrorBody(400, "bad_request", "The request is not valid HTTP.")
+    socket.end(answer)
+  } else {
+    socket.destroy()
+  }
+}
 
 /** Limits that keep a slow or hostile client from pinning the server. */
 const createServer = () => {
@@ -13,6 +34,7 @@ const createServer = () => {
   })
   server.maxRequestsPerSocket = 10_000
   server.timeout = 120_000
+  server.on("clientError", onClientError)
   return server
 }
 
