@@ -15,7 +15,7 @@ import {
 } from "../src/Domain/ClickHouseError.ts"
 import { handleCause } from "../src/Http/ErrorResponse.ts"
 import { requestLog } from "../src/Http/Middleware.ts"
-import { startServer, stopServer } from "./support/clickhouse-server.ts"
+import { startServer, removeServer, stopServer } from "./support/clickhouse-server.ts"
 import {
   config,
   decodeErrorBody,
@@ -106,7 +106,7 @@ beforeAll(async () => {
   if (hasRealServer) url = await startServer({ dir, fresh: true })
 })
 afterAll(async () => {
-  if (url !== "") await stopServer(dir)
+  if (url !== "") await removeServer(dir)
 })
 
 const Sleep = Schema.Struct({ s: Schema.Number })

@@ -10,7 +10,7 @@ import { defaultHttpOptions } from "../src/App.ts"
 import { insertDemoRows } from "../src/ClickHouse/Bootstrap.ts"
 import { ClickHouse, layer as clickHouseLayer } from "../src/ClickHouse/ClickHouse.ts"
 import { qualifiedName, type TableConfig } from "../src/Config.ts"
-import { startServer, stopServer } from "./support/clickhouse-server.ts"
+import { startServer, removeServer } from "./support/clickhouse-server.ts"
 import { config, describeReal, getJson, hasRealServer, quietLogs, remoteBackend, stack, uniqueTable } from "./support/layers.ts"
 import { type Fault, faults, type Proxy, startProxy } from "./support/proxy.ts"
 import { resetTo } from "./support/suites.ts"
@@ -33,7 +33,7 @@ beforeAll(async () => {
 })
 afterAll(async () => {
   await proxy?.close()
-  if (url !== "") await stopServer(dir)
+  if (url !== "") await removeServer(dir)
 })
 
 const sql = (text: string) =>

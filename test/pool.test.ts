@@ -4,7 +4,7 @@ import * as Path from "node:path"
 import { afterAll, beforeAll } from "vitest"
 import { ClickHouse, layer } from "../src/ClickHouse/ClickHouse.ts"
 import { config, describeReal, hasRealServer, quietLogs, remoteBackend } from "./support/layers.ts"
-import { startServer, stopServer } from "./support/clickhouse-server.ts"
+import { startServer, removeServer } from "./support/clickhouse-server.ts"
 import { type Proxy, startProxy } from "./support/proxy.ts"
 
 const Sleep = Schema.Struct({ s: Schema.Number })
@@ -18,7 +18,7 @@ beforeAll(async () => {
   if (hasRealServer) url = await startServer({ dir, maxConcurrentQueries: serverLimit, queueMaxWaitMs: 0, fresh: true })
 })
 afterAll(async () => {
-  if (url !== "") await stopServer(dir)
+  if (url !== "") await removeServer(dir)
 })
 
 /** Queries running on the server right now, seen from outside the service. */

@@ -3,7 +3,7 @@ import * as Http from "node:http"
 import * as Net from "node:net"
 import * as Path from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest"
-import { startServer, stopServer } from "./support/clickhouse-server.ts"
+import { startServer, removeServer } from "./support/clickhouse-server.ts"
 import { mulberry32, type Proxy, startProxy } from "./support/proxy.ts"
 
 // A server of this file's own with a short keep-alive, so the stale-socket case is quick to reach.
@@ -70,7 +70,7 @@ describeReal("the fault-injecting proxy", () => {
   })
   afterAll(async () => {
     await proxy?.close()
-    if (server !== "") await stopServer(dir)
+    if (server !== "") await removeServer(dir)
     rmSync(dir, { recursive: true, force: true })
   })
 

@@ -34,3 +34,9 @@ export const startServer = async (options: ServerOptions): Promise<string> => {
 export const stopServer = async (dir: string): Promise<void> => {
   await run("bash", [script, "stop", "--dir", dir], { timeout: 30_000 })
 }
+
+/** Stops the server and deletes its data directory: for the end of a test file. */
+export const removeServer = async (dir: string): Promise<void> => {
+  await stopServer(dir)
+  rmSync(dir, { recursive: true, force: true })
+}

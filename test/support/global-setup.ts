@@ -1,6 +1,6 @@
 import * as Path from "node:path"
 import type { TestProject } from "vitest/node"
-import { startServer, stopServer } from "./clickhouse-server.ts"
+import { startServer, removeServer } from "./clickhouse-server.ts"
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -37,6 +37,6 @@ export default async function setup(project: TestProject) {
     project.provide("clickhouseUrl", "")
   }
   return async () => {
-    await stopServer(dir).catch(() => undefined)
+    await removeServer(dir).catch(() => undefined)
   }
 }
