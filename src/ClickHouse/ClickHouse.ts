@@ -1,5 +1,5 @@
 import { ClickHouseLogLevel, createClient, type ClickHouseClient, type ClickHouseSettings } from "@clickhouse/client"
-import { Context, Duration, Effect, Layer, Option, Pool, Redacted, Ref, Schema, Scope } from "effect"
+import { Context, Duration, Effect, Layer, Option, ParseResult, Pool, Redacted, Ref, Schema, Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import { mkdirSync } from "node:fs"
 import { type Backend, type ClickHouseConfig, clickHouseConfig } from "../Config.ts"
@@ -57,6 +57,19 @@ const readKey = (sql: string, params: QueryParams | undefined) =>
   params === undefined
     ? sql
     : `${sql}\u0000${JSON.stringify(Object.keys(params).sort().map((name) => [name, params[name]]))}`
+
+type RowsDecoder<A> = (rows: unknown) => Effect.Effect<ReadonlyArray<A>, ParseResult.ParseError>
+
+// One compiled decoder per row schema, not one per call.
+const rowsDecoders = new WeakMap<Schema.Schema.Any, RowsDecoder<unknown>>()
+const rowsDecoder = <A, I>(schema: Schema.Schema<A, I>): RowsDecoder<A> => {
+  let decoder = rowsDecoders.get(schema)
+  if (decoder === undefined) {
+    decoder = Schema.decodeUnknown(Schema.Array(schema as Schema.Schema<unknown, unknown>))
+    rowsDecoders.set(schema, decoder)
+  }
+  return decoder as RowsDecoder<A>
+}
 
 export const ClickHouse = Context.GenericTag<ClickHouse>("analytics-api/ClickHouse")
 
@@ -299,9 +312,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
           readJson(client, { query: sql, ...params, ...(queryParams ? { query_params: queryParams } : {}) }))
       ).pipe(
         Effect.flatMap((rows) =>
-          Schema.decodeUnknown(Schema.Array(schema))(rows).pipe(
-            Effect.mapError((cause) => new ClickHouseBadResponse({ cause }))
-          )
+          rowsDecoder(schema)(rows).pipe(Effect.mapError((cause) => new ClickHouseBadResponse({ cause })))
         )
       )
 
