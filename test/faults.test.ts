@@ -138,6 +138,16 @@ describeReal("faults between the API and ClickHouse", () => {
       expect(still).toBe(0)
     }).pipe(Effect.provide(stack(config(remoteBackend(url), { queryTimeout: Duration.seconds(30) }), endless))))
 
+  it.live("an error that the server meets after it started answering is an error, never a partial answer", () =>
+    Effect.gen(function*() {
+      const ch = yield* ClickHouse
+      // Fails at row 900,000 of 1,000,000: after the server has begun streaming rows.
+      const result = yield* Effect.either(
+        ch.query("SELECT throwIf(number = 900000) AS x FROM numbers(1000000)", Schema.Struct({ x: Schema.Number }))
+      )
+      expect(result._tag === "Left" && result.left._tag).toBe("ClickHouseQueryError")
+    }).pipe(Effect.provide(clickHouseLayer(config(remoteBackend(url)))), Effect.provide(quietLogs)))
+
   it.live("a read runs read-only on the server", () =>
     Effect.gen(function*() {
       const ch = yield* ClickHouse
