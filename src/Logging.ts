@@ -3,14 +3,31 @@ import { Cause, Config, ConfigError, Effect, Layer, Logger, LogLevel } from "eff
 /** Structured logs: logfmt by default, JSON with LOG_FORMAT=json. */
 const format = process.env.LOG_FORMAT === "json" ? Logger.json : Logger.logFmt
 
-/** `LOG_LEVEL` (Debug, Info, Warning, Error, None; default Info): Warning drops the per-request lines. */
+const levels: Record<string, LogLevel.LogLevel> = {
+  all: LogLevel.All,
+  trace: LogLevel.Trace,
+  debug: LogLevel.Debug,
+  info: LogLevel.Info,
+  warn: LogLevel.Warning,
+  warning: LogLevel.Warning,
+  error: LogLevel.Error,
+  fatal: LogLevel.Fatal,
+  none: LogLevel.None,
+  off: LogLevel.None
+}
+
+/** `LOG_LEVEL` (debug, info, warning, error, none; any case; default info): warning drops the per-request lines. */
 const minimumLevel = Layer.unwrapEffect(
-  Config.logLevel("LOG_LEVEL").pipe(
-    Config.withDefault(LogLevel.Info),
-    Effect.map(Logger.minimumLogLevel),
-    Effect.catchAll((error) =>
-      Effect.as(Effect.logWarning(`Ignoring LOG_LEVEL: ${String(error)}`), Logger.minimumLogLevel(LogLevel.Info))
-    )
+  Config.string("LOG_LEVEL").pipe(
+    Config.withDefault("info"),
+    Effect.map((name) => levels[name.trim().toLowerCase()]),
+    Effect.flatMap((level) =>
+      level === undefined
+        ? Effect.as(Effect.logWarning("Ignoring LOG_LEVEL: use debug, info, warning, error or none"), LogLevel.Info)
+        : Effect.succeed(level)
+    ),
+    Effect.orElseSucceed(() => LogLevel.Info),
+    Effect.map(Logger.minimumLogLevel)
   )
 )
 

@@ -43,7 +43,7 @@ const cases: ReadonlyArray<readonly [string, ClickHouseError, number, string]> =
   ["unavailable", new ClickHouseUnavailable({ cause: leaky }), 503, "unavailable"],
   ["timeout", new ClickHouseTimeout({ cause: leaky }), 504, "timeout"],
   ["query", new ClickHouseQueryError({ code: 60, cause: leaky }), 500, "query_failed"],
-  ["bad-response", new ClickHouseBadResponse({ cause: leaky }), 500, "bad_response"]
+  ["bad-response", new ClickHouseBadResponse({ cause: leaky }), 502, "bad_response"]
 ]
 
 // Routes that fail on purpose, mapped at the same edge as the real ones.

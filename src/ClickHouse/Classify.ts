@@ -14,20 +14,6 @@ const SOCKET_TIMEOUT = 209
 const NETWORK_ERROR = 210
 const QUERY_WAS_CANCELLED = 394
 
-const networkCodes = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ECONNABORTED",
-  "EPIPE",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ETIMEDOUT",
-  "ERR_SOCKET_CLOSED",
-  "UND_ERR_SOCKET"
-])
-
 /**
  * The ClickHouse error code of a failure: a new client gives `ClickHouseError` with a string `code`,
  * an old server's text reaches us as a plain `Error` whose message starts `Code: N`.
@@ -39,12 +25,6 @@ export const clickHouseCode = (error: unknown): number | undefined => {
   if (typeof code === "number") return code
   const match = /^\s*Code:\s*(\d+)/.exec(error.message)
   return match ? Number(match[1]) : undefined
-}
-
-const isNetworkFailure = (error: Error): boolean => {
-  const code = (error as { code?: unknown }).code
-  if (typeof code === "string" && networkCodes.has(code)) return true
-  return /socket hang up|ECONNREFUSED|ECONNRESET|other side closed|connect ETIMEDOUT/i.test(error.message)
 }
 
 export const classify = (error: unknown): ClickHouseError => {
@@ -65,11 +45,10 @@ export const classify = (error: unknown): ClickHouseError => {
     }
   }
   if (error instanceof SyntaxError) return new ClickHouseBadResponse({ cause: error })
-  if (error instanceof Error) {
-    if (isNetworkFailure(error)) return new ClickHouseUnavailable({ cause: error })
-    if (/^Timeout error/i.test(error.message)) return new ClickHouseTimeout({ cause: error })
-  }
-  return new ClickHouseBadResponse({ cause: error })
+  if (error instanceof Error && /^Timeout error/i.test(error.message)) return new ClickHouseTimeout({ cause: error })
+  // Anything else came from the transport or from something that is not ClickHouse answering in its place
+  // (a proxy's error page, a server mid-restart): the database is, for now, not there.
+  return new ClickHouseUnavailable({ cause: error })
 }
 
 /** A failure after which the connection's socket cannot be trusted: replace it instead of reusing it. */

@@ -19,7 +19,7 @@ export const fromClickHouseError = (error: ClickHouseError): ApiError => {
     case "ClickHouseQueryError":
       return new ApiError({ status: 500, code: "query_failed", message: "The analytics query failed." })
     case "ClickHouseBadResponse":
-      return new ApiError({ status: 500, code: "bad_response", message: "The analytics database sent an unreadable answer." })
+      return new ApiError({ status: 502, code: "bad_response", message: "The analytics database sent an unreadable answer." })
   }
 }
 

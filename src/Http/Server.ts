@@ -27,6 +27,8 @@ const onClientError = (error: Error & { code?: string }, socket: Duplex) => {
 /** Limits that keep a slow or hostile client from pinning the server. */
 const createServer = () => {
   const server = Http.createServer({
+    // A request without Host reaches the app (and gets its JSON answer) instead of Node's bare 400.
+    requireHostHeader: false,
     maxHeaderSize: 16 * 1024,
     headersTimeout: 10_000,
     requestTimeout: 60_000,
@@ -35,6 +37,14 @@ const createServer = () => {
   server.maxRequestsPerSocket = 10_000
   server.timeout = 120_000
   server.on("clientError", onClientError)
+  // Requests Node would otherwise answer itself, without a body, or not at all.
+  server.on("checkExpectation", (_request: Http.IncomingMessage, response: Http.ServerResponse) => {
+    response.writeHead(417, { "content-type": "application/json", connection: "close" })
+    response.end(JSON.stringify({ error: { code: "bad_request", message: "Only Expect: 100-continue is supported." } }))
+  })
+  server.on("connect", (_request: Http.IncomingMessage, socket: Duplex) => {
+    socket.end(clientErrorBody(405, "method_not_allowed", "CONNECT is not supported."))
+  })
   return server
 }
 
