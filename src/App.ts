@@ -1,4 +1,4 @@
-import { HttpServer } from "@effect/platform"
+import { HttpMiddleware, HttpServer } from "@effect/platform"
 import { Duration, Effect, Layer, type Redacted } from "effect"
 import { bootstrapIfEmpty } from "./ClickHouse/Bootstrap.ts"
 import * as ClickHouse from "./ClickHouse/ClickHouse.ts"
@@ -34,6 +34,9 @@ export const guardedApp = (options: HttpOptions = defaultHttpOptions) =>
 export const httpLayer = (table: TableConfig, options: HttpOptions = defaultHttpOptions) =>
   HttpServer.serve(guardedApp(options), requestLog).pipe(
     HttpServer.withLogAddress,
+    // The service exports no traces, so the platform's span per request would go nowhere; it costs about a
+    // quarter of the throughput. Apps that embed MetricsRouter under their own tracer keep theirs.
+    HttpMiddleware.withTracerDisabledWhen(() => true),
     Layer.provide(Metrics.layer(table))
   )
 

@@ -82,7 +82,7 @@ export const clickHouseConfig: Config.Config<ClickHouseConfig> = Config.all({
   ),
   username: Config.string("CLICKHOUSE_USER").pipe(Config.withDefault("default")),
   password: Config.redacted("CLICKHOUSE_PASSWORD").pipe(Config.withDefault(Redacted.make(""))),
-  poolSize: intInRange("CLICKHOUSE_POOL_SIZE", 1, 1000, 8),
+  poolSize: intInRange("CLICKHOUSE_POOL_SIZE", 1, 1000, 4),
   poolWait: millis("CLICKHOUSE_POOL_WAIT_MS", 1, 600_000, 10_000),
   maxWaiting: intInRange("CLICKHOUSE_POOL_MAX_WAITING", 0, 1_000_000, 10_000),
   queryTimeout: millis("CLICKHOUSE_QUERY_TIMEOUT_MS", 100, 600_000, 30_000),

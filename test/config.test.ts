@@ -17,7 +17,7 @@ describe("configuration", () => {
       const ch = yield* clickHouseConfig
       expect(ch.backend).toMatchObject({ _tag: "Auto" })
       expect(ch.backend._tag === "Auto" && ch.backend.url.href).toBe("http://localhost:8123/")
-      expect(ch.poolSize).toBe(8)
+      expect(ch.poolSize).toBe(4)
       expect(Duration.toMillis(ch.queryTimeout)).toBe(30_000)
       expect(yield* tableConfig).toEqual({ database: "analytics", table: "metrics" })
     }).pipe(withEnv({})))
