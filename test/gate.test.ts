@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Either, Fiber, TestClock } from "effect"
-import { makeGate } from "../src/ClickHouse/Gate.ts"
+import { makeGate, urgent } from "../src/ClickHouse/Gate.ts"
 
 class Overloaded {
   readonly _tag = "Overloaded"
@@ -78,5 +78,26 @@ describe("Gate", () => {
       expect(g.inUse()).toBe(0)
       expect(g.waiting()).toBe(0)
       expect(yield* g.withPermit(Effect.succeed("ok"))).toBe("ok")
+    }))
+
+  it.effect("urgent work (a hedged try) waits ahead of newcomers", () =>
+    Effect.gen(function*() {
+      const g = gate(1)
+      const order: Array<string> = []
+      const hold = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(g.withPermit(Deferred.await(hold)))
+      yield* settle
+      const run = (name: string) => g.withPermit(Effect.sync(() => order.push(name)))
+      const fibers = [
+        yield* Effect.fork(run("first newcomer")),
+        yield* Effect.fork(run("second newcomer")),
+        yield* Effect.fork(Effect.locally(run("hedge"), urgent, true))
+      ]
+      yield* settle
+      expect(g.waiting()).toBe(3)
+      yield* Deferred.succeed(hold, undefined)
+      yield* Fiber.join(holder)
+      yield* Fiber.joinAll(fibers)
+      expect(order).toEqual(["hedge", "first newcomer", "second newcomer"])
     }))
 })

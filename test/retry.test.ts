@@ -95,7 +95,7 @@ describe("hedged reads", () => {
         n === 1
           ? Deferred.await(stalled).pipe(Effect.onInterrupt(() => Ref.update(cancelled, (c) => c + 1)))
           : Effect.succeed(n))
-      const fiber = yield* Effect.fork(hedgeRead(roomy(), Duration.seconds(1))(read))
+      const fiber = yield* Effect.fork(hedgeRead(roomy(), Duration.seconds(1))((started) => Effect.zipRight(started, read)))
       yield* settle
       expect(yield* Ref.get(tries)).toBe(1)
       yield* TestClock.adjust("1 second")
@@ -106,8 +106,8 @@ describe("hedged reads", () => {
   it.effect("an early failure is returned at once, and a fast answer starts no hedge", () =>
     Effect.gen(function*() {
       const { read, tries } = yield* flaky([new ClickHouseUnavailable({ cause: "refused" })])
-      expect((yield* Effect.flip(hedgeRead(roomy(), Duration.seconds(1))(read)))._tag).toBe("ClickHouseUnavailable")
-      expect(yield* hedgeRead(roomy(), Duration.seconds(1))(read)).toBe(2)
+      expect((yield* Effect.flip(hedgeRead(roomy(), Duration.seconds(1))((started) => Effect.zipRight(started, read))))._tag).toBe("ClickHouseUnavailable")
+      expect(yield* hedgeRead(roomy(), Duration.seconds(1))((started) => Effect.zipRight(started, read))).toBe(2)
       yield* TestClock.adjust("5 seconds")
       expect(yield* Ref.get(tries)).toBe(2)
     }))
@@ -118,7 +118,7 @@ describe("hedged reads", () => {
       const slow = yield* Deferred.make<number>()
       const tries = yield* Ref.make(0)
       const read = Effect.zipRight(Ref.update(tries, (n) => n + 1), Deferred.await(slow))
-      const fiber = yield* Effect.fork(hedgeRead(budget, Duration.seconds(1))(read))
+      const fiber = yield* Effect.fork(hedgeRead(budget, Duration.seconds(1))((started) => Effect.zipRight(started, read)))
       yield* TestClock.adjust("2 seconds")
       yield* Deferred.succeed(slow, 7)
       expect(yield* Fiber.join(fiber)).toBe(7)

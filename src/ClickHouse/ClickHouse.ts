@@ -268,11 +268,16 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
     type Params = { abort_signal: AbortSignal; query_id: string; clickhouse_settings: ClickHouseSettings }
 
     /** One try on one pooled connection; a connection that failed in a way that breaks it is replaced. */
-    const attempt = <A>(read: boolean, f: (client: ClickHouseClient, params: Params) => Promise<A>) =>
+    const attempt = <A>(
+      read: boolean,
+      f: (client: ClickHouseClient, params: Params) => Promise<A>,
+      started: Effect.Effect<void> = Effect.void
+    ) =>
       Effect.flatMap(serverInfo, (info) =>
         gate.withPermit(
           Effect.gen(function*() {
             const connection = yield* Pool.get(pool)
+            yield* started
             const queryId = randomUUID()
             yield* Effect.annotateCurrentSpan("clickhouse.query_id", queryId)
             return yield* Effect.tryPromise({
@@ -294,7 +299,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
      */
     const run = <A>(name: string, read: boolean, f: (client: ClickHouseClient, params: Params) => Promise<A>) =>
       (read
-        ? attempt(read, f).pipe(hedgeRead(budget, config.hedgeAfter), retryRead(budget))
+        ? hedgeRead(budget, config.hedgeAfter)((started) => attempt(read, f, started)).pipe(retryRead(budget))
         : attempt(read, f)).pipe(
           Effect.timeoutFail({
             duration: config.queryTimeout,

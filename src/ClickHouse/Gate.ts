@@ -1,4 +1,10 @@
-import { type Duration, Effect, Exit } from "effect"
+import { type Duration, Effect, Exit, FiberRef } from "effect"
+
+/**
+ * Set for work that belongs to a caller already admitted once (a hedged second try): it waits ahead of
+ * newcomers, so a stalled try is relieved in milliseconds, not after the whole queue.
+ */
+export const urgent: FiberRef.FiberRef<boolean> = FiberRef.unsafeMake(false)
 
 /**
  * A FIFO semaphore that hands a released permit straight to the oldest waiter.
@@ -30,19 +36,21 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
 
   let free = permits
   const waiters = new Set<() => void>()
+  const urgentWaiters = new Set<() => void>()
 
   const release = () => {
-    const next = waiters.values().next()
+    const queue = urgentWaiters.size > 0 ? urgentWaiters : waiters
+    const next = queue.values().next()
     if (next.done) {
       free++
     } else {
-      waiters.delete(next.value)
+      queue.delete(next.value)
       next.value()
     }
   }
 
   /** `ticket.held` turns true the moment a permit is ours, even if this fiber never gets to see it. */
-  const take = (ticket: { held: boolean }) =>
+  const take = (ticket: { held: boolean }, queue: Set<() => void>) =>
     Effect.async<void, E>((resume) => {
       if (free > 0) {
         free--
@@ -50,7 +58,7 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
         resume(Effect.void)
         return
       }
-      if (waiters.size >= maxWaiting) {
+      if (waiters.size + urgentWaiters.size >= maxWaiting) {
         resume(Effect.fail(overloaded()))
         return
       }
@@ -58,23 +66,25 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
         ticket.held = true
         resume(Effect.void)
       }
-      waiters.add(wake)
+      queue.add(wake)
       return Effect.sync(() => {
-        if (!ticket.held) waiters.delete(wake)
+        if (!ticket.held) queue.delete(wake)
       })
     }).pipe(Effect.timeoutFail({ duration: options.maxWait, onTimeout: overloaded }))
 
   return {
     withPermit: (self) =>
-      Effect.uninterruptibleMask((restore) => {
-        const ticket = { held: false }
-        return restore(take(ticket)).pipe(
-          // Interrupted or timed out just as a permit was handed over: pass it on.
-          Effect.onExit((exit) => Exit.isFailure(exit) && ticket.held ? Effect.sync(release) : Effect.void),
-          Effect.flatMap(() => Effect.ensuring(restore(self), Effect.sync(release)))
-        )
-      }),
-    waiting: () => waiters.size,
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(FiberRef.get(urgent), (isUrgent) => {
+          const ticket = { held: false }
+          return restore(take(ticket, isUrgent ? urgentWaiters : waiters)).pipe(
+            // Interrupted or timed out just as a permit was handed over: pass it on.
+            Effect.onExit((exit) => Exit.isFailure(exit) && ticket.held ? Effect.sync(release) : Effect.void),
+            Effect.flatMap(() => Effect.ensuring(restore(self), Effect.sync(release)))
+          )
+        })
+      ),
+    waiting: () => waiters.size + urgentWaiters.size,
     inUse: () => permits - free
   }
 }

@@ -1,5 +1,6 @@
-import { Clock, Duration, Effect, Fiber, Schedule } from "effect"
+import { Clock, Deferred, Duration, Effect, Fiber, Schedule } from "effect"
 import type { ClickHouseError } from "../Domain/ClickHouseError.ts"
+import { urgent } from "./Gate.ts"
 
 /**
  * Failures worth another try of a read: the connection broke or the answer came back cut, or the server
@@ -72,18 +73,23 @@ export const retryRead = (budget: RetryBudget, policy: RetryPolicy = defaultRetr
   )
 
 /**
- * A hedged read: if the first try has not answered after `after`, a second one starts on another connection
- * (when the budget allows) and the first answer wins; the other try is cancelled. A stalled connection then
- * costs `after`, not the whole deadline. A try that fails before the hedge starts fails at once (for
- * `retryRead` to handle).
+ * A hedged read: if the first try has not answered `after` its query started (time spent waiting for a
+ * connection does not count), a second one starts on another connection, ahead of the queue, when the budget
+ * allows; the first answer wins and the other try is cancelled. A stalled connection then costs `after`, not
+ * the whole deadline. A try that fails before the hedge starts fails at once (for `retryRead` to handle).
+ * `read` is given an effect to run once its query is under way.
  */
 export const hedgeRead = (budget: RetryBudget, after: Duration.Duration) =>
-<A, R>(read: Effect.Effect<A, ClickHouseError, R>): Effect.Effect<A, ClickHouseError, R> =>
-  Duration.toMillis(after) <= 0 ? read : Effect.raceWith(read, Effect.sleep(after), {
-    onSelfDone: (exit, timer) => Effect.zipRight(Fiber.interrupt(timer), exit),
-    onOtherDone: (_, first) =>
-      Effect.flatMap(budget.withdraw, (allowed) => allowed ? Effect.race(Fiber.join(first), read) : Fiber.join(first)).pipe(
-        // Whoever wins, and if the caller goes away, the first try stops too.
-        Effect.ensuring(Fiber.interrupt(first))
-      )
-  })
+<A, R>(
+  read: (started: Effect.Effect<void>) => Effect.Effect<A, ClickHouseError, R>
+): Effect.Effect<A, ClickHouseError, R> =>
+  Duration.toMillis(after) <= 0 ? read(Effect.void) : Effect.flatMap(Deferred.make<void>(), (started) =>
+    Effect.raceWith(read(Deferred.succeed(started, undefined)), Effect.zipRight(Deferred.await(started), Effect.sleep(after)), {
+      onSelfDone: (exit, timer) => Effect.zipRight(Fiber.interrupt(timer), exit),
+      onOtherDone: (_, first) =>
+        Effect.flatMap(budget.withdraw, (allowed) =>
+          allowed ? Effect.race(Fiber.join(first), Effect.locally(read(Effect.void), urgent, true)) : Fiber.join(first)).pipe(
+          // Whoever wins, and if the caller goes away, the first try stops too.
+          Effect.ensuring(Fiber.interrupt(first))
+        )
+    }))
