@@ -124,4 +124,25 @@ describe("hedged reads", () => {
       expect(yield* Fiber.join(fiber)).toBe(7)
       expect(yield* Ref.get(tries)).toBe(1)
     }))
+
+  it.effect("time spent waiting for a connection does not count towards the hedge", () =>
+    Effect.gen(function*() {
+      const tries = yield* Ref.make(0)
+      // Two seconds in the queue, then a query that answers in 100 ms: no reason to hedge.
+      const read = (started: Effect.Effect<void>) =>
+        Effect.gen(function*() {
+          const n = yield* Ref.updateAndGet(tries, (x) => x + 1)
+          yield* Effect.sleep("2 seconds")
+          yield* started
+          yield* Effect.sleep("100 millis")
+          return n
+        })
+      const fiber = yield* Effect.fork(hedgeRead(roomy(), Duration.seconds(1))(read))
+      yield* settle
+      yield* TestClock.adjust("2 seconds")
+      yield* settle
+      yield* TestClock.adjust("100 millis")
+      expect(yield* Fiber.join(fiber)).toBe(1)
+      expect(yield* Ref.get(tries)).toBe(1)
+    }))
 })

@@ -200,7 +200,13 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
       overloaded: () => new ClickHouseOverloaded({ reason: "pool" })
     })
     const infoRef = yield* Ref.make(Option.none<ServerInfo>())
-    const infoLock = yield* Effect.makeSemaphore(1)
+    // One detection at a time; callers queue in order (Effect's Semaphore would wake them all on each release).
+    const infoLock = makeGate({
+      permits: 1,
+      maxWaiting: config.maxWaiting,
+      maxWait: config.queryTimeout,
+      overloaded: () => new ClickHouseOverloaded({ reason: "pool" })
+    })
 
     const detectInfo = Effect.tryPromise({
       try: async () => {
@@ -228,7 +234,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
     // Detected once, at the first successful contact; a failed attempt is retried by the next caller.
     const serverInfo: Effect.Effect<ServerInfo, ClickHouseError> = cachedInfo.pipe(
       Effect.orElse(() =>
-        infoLock.withPermits(1)(
+        infoLock.withPermit(
           cachedInfo.pipe(
             Effect.orElse(() => detectInfo.pipe(Effect.tap((info) => Ref.set(infoRef, Option.some(info)))))
           )
