@@ -2,6 +2,7 @@
 import { execFileSync, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
+import { demoValues } from "../support/proc.ts"
 
 const root = Path.resolve(import.meta.dirname, "../..")
 const script = Path.join(root, "scripts/clickhouse")
@@ -36,14 +37,6 @@ export const totalSql = (table: string) => `SELECT sum(value) AS total FROM anal
 export const total = async (url: string, table: string): Promise<number> =>
   Number(JSON.parse(await query(url, totalSql(table))).total)
 
-const demoRows = [
-  ["00:00:00", "page_views", 100],
-  ["01:00:00", "page_views", 150],
-  ["02:00:00", "page_views", 200],
-  ["00:00:00", "errors", 2],
-  ["01:00:00", "errors", 1],
-  ["02:00:00", "errors", 5]
-] as const
 
 /** Recreates `analytics.<table>`: the six demo rows when rows is undefined, else that many synthetic rows. */
 export const seed = async (url: string, table: string, rows?: number) => {
@@ -55,8 +48,7 @@ export const seed = async (url: string, table: string, rows?: number) => {
     `CREATE TABLE ${name} (ts DateTime, metric_name String, value Float64) ENGINE = MergeTree ORDER BY (ts, metric_name)`
   )
   if (rows === undefined) {
-    const values = demoRows.map(([time, metric, value]) => `('2024-01-01 ${time}', '${metric}', ${value})`)
-    await query(url, `INSERT INTO ${name} VALUES ${values.join(", ")}`)
+        await query(url, `INSERT INTO ${name} VALUES ${demoValues}`)
     return
   }
   for (let offset = 0; offset < rows; offset += 1_000_000) {

@@ -169,22 +169,4 @@ export const start = async (system: System, target: Target, check: (body: string
   return { url, pid: child.pid, exited, stop: () => stopChild(child) }
 }
 
-/** Resets the peak RSS (VmHWM) of a process; false where /proc does not allow it. */
-export const resetPeakRss = (pid: number): boolean => {
-  try {
-    Fs.writeFileSync(`/proc/${pid}/clear_refs`, "5")
-    return true
-  } catch {
-    return false
-  }
-}
-
-/** Peak RSS in MB since the last reset, from /proc/<pid>/status. */
-export const peakRssMb = (pid: number): number | null => {
-  try {
-    const match = /VmHWM:\s+(\d+) kB/.exec(Fs.readFileSync(`/proc/${pid}/status`, "utf8"))
-    return match ? Math.round(Number(match[1]) / 1024) : null
-  } catch {
-    return null
-  }
-}
+export { peakRssMb, resetPeakRss } from "../support/proc.ts"

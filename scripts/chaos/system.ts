@@ -3,6 +3,7 @@ import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_proces
 import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
+import { demoValues } from "../support/proc.ts"
 
 export const root = Path.resolve(import.meta.dirname, "../..")
 const script = Path.join(root, "scripts/clickhouse")
@@ -116,14 +117,6 @@ export const pings = async (url: string): Promise<boolean> => {
   }
 }
 
-const demoRows = [
-  ["00:00:00", "page_views", 100],
-  ["01:00:00", "page_views", 150],
-  ["02:00:00", "page_views", 200],
-  ["00:00:00", "errors", 2],
-  ["01:00:00", "errors", 1],
-  ["02:00:00", "errors", 5]
-] as const
 
 /** Recreates analytics.metrics with the six demo rows; returns the sum ClickHouse computes. */
 export const seed = async (url: string): Promise<number> => {
@@ -134,8 +127,7 @@ export const seed = async (url: string): Promise<number> => {
     "CREATE TABLE analytics.metrics (ts DateTime, metric_name String, value Float64) " +
       "ENGINE = MergeTree ORDER BY (ts, metric_name)"
   )
-  const values = demoRows.map(([time, metric, value]) => `('2024-01-01 ${time}', '${metric}', ${value})`)
-  await query(url, `INSERT INTO analytics.metrics VALUES ${values.join(", ")}`)
+    await query(url, `INSERT INTO analytics.metrics VALUES ${demoValues}`)
   return Number((await query(url, "SELECT sum(value) FROM analytics.metrics")).trim())
 }
 
@@ -235,22 +227,4 @@ export const startApi = async (
   return { url, pid: child.pid, log, exit: () => exit, exited, stop }
 }
 
-/** Resets the peak RSS (VmHWM) of a process; false where /proc does not allow it. */
-export const resetPeakRss = (pid: number): boolean => {
-  try {
-    Fs.writeFileSync(`/proc/${pid}/clear_refs`, "5")
-    return true
-  } catch {
-    return false
-  }
-}
-
-/** Peak RSS in MB since the last reset. */
-export const peakRssMb = (pid: number): number | null => {
-  try {
-    const match = /VmHWM:\s+(\d+) kB/.exec(Fs.readFileSync(`/proc/${pid}/status`, "utf8"))
-    return match ? Math.round(Number(match[1]) / 1024) : null
-  } catch {
-    return null
-  }
-}
+export { peakRssMb, resetPeakRss } from "../support/proc.ts"
