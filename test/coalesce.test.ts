@@ -31,6 +31,15 @@ const gatedRead = Effect.gen(function*() {
   return { read, open, started, ended, interrupted }
 })
 
+/** A coalescer with one gated run of key "k" in flight, started by `first`. */
+const runInFlight = Effect.gen(function*() {
+  const c = yield* makeCoalescer(fresh)
+  const r = yield* gatedRead
+  const first = yield* Effect.fork(c.run("k", r.read))
+  yield* settle
+  return { c, r, first }
+})
+
 describe("fresh-read coalescing", () => {
   it.scoped("identical reads that arrive together share one run", () =>
     Effect.gen(function*() {
@@ -52,10 +61,7 @@ describe("fresh-read coalescing", () => {
 
   it.scoped("a caller arriving mid-run gets the next run, which starts only after the current one ends", () =>
     Effect.gen(function*() {
-      const c = yield* makeCoalescer(fresh)
-      const r = yield* gatedRead
-      const first = yield* Effect.fork(c.run("k", r.read))
-      yield* settle
+      const { c, r, first } = yield* runInFlight
       const second = yield* Effect.fork(c.run("k", r.read))
       const third = yield* Effect.fork(c.run("k", r.read))
       yield* settle
@@ -113,10 +119,7 @@ describe("fresh-read coalescing", () => {
 
   it.scoped("interrupting one caller leaves the run going for the others", () =>
     Effect.gen(function*() {
-      const c = yield* makeCoalescer(fresh)
-      const r = yield* gatedRead
-      const first = yield* Effect.fork(c.run("k", r.read))
-      yield* settle
+      const { c, r, first } = yield* runInFlight
       const a = yield* Effect.fork(c.run("k", r.read))
       const b = yield* Effect.fork(c.run("k", r.read))
       yield* settle
@@ -133,10 +136,7 @@ describe("fresh-read coalescing", () => {
 
   it.scoped("the run is cancelled when every caller is gone, and a queued run with no callers never starts", () =>
     Effect.gen(function*() {
-      const c = yield* makeCoalescer(fresh)
-      const r = yield* gatedRead
-      const first = yield* Effect.fork(c.run("k", r.read))
-      yield* settle
+      const { c, r, first } = yield* runInFlight
       const queued = yield* Effect.forEach(Array.from({ length: 3 }), () => Effect.fork(c.run("k", r.read)))
       yield* settle
       yield* Fiber.interruptAll(queued)
