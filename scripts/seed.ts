@@ -11,7 +11,7 @@ import { createSchema, insertDemoRows } from "../src/ClickHouse/Bootstrap.ts"
 import { ClickHouse, layerConfig } from "../src/ClickHouse/ClickHouse.ts"
 import { qualifiedName, type TableConfig, tableConfig } from "../src/Config.ts"
 import { ClickHouseNumber } from "../src/Domain/Metrics.ts"
-import { Logging } from "../src/Logging.ts"
+import * as Logging from "../src/Logging.ts"
 
 const batchSize = 1_000_000
 
@@ -54,6 +54,6 @@ const program = Effect.gen(function*() {
 
 program.pipe(
   Effect.provide(layerConfig()),
-  Effect.provide(Logging),
+  Effect.provide(Logging.layerConfig),
   NodeRuntime.runMain({ disablePrettyLogger: true })
 )

@@ -1,4 +1,4 @@
-import { Config, ConfigError, Duration, Either, Option, Redacted } from "effect"
+import { Config, ConfigError, ConfigProvider, Duration, Effect, Either, LogLevel, Option, Redacted } from "effect"
 import * as Path from "node:path"
 
 export type Backend =
@@ -109,25 +109,75 @@ export interface ServerConfig {
   readonly host: Option.Option<string>
   /** How long in-flight requests may run on after SIGTERM before their connections are closed. */
   readonly shutdownGrace: Duration.Duration
+}
+
+/** The standalone server's own settings; an app that embeds the API has its own server. */
+export const serverConfig: Config.Config<ServerConfig> = Config.all({
+  port: Config.port("PORT").pipe(Config.withDefault(3000)),
+  host: Config.string("HOST").pipe(Config.option),
+  shutdownGrace: millis("SHUTDOWN_GRACE_MS", 0, 600_000, 10_000)
+})
+
+export interface HttpConfig {
   /** Each request's deadline: past it the caller gets 504 and the work, down to the ClickHouse query, stops. */
   readonly requestTimeout: Duration.Duration
   /** Empty: no authentication. Otherwise every path but /healthz needs one of these keys. */
   readonly apiKeys: ReadonlyArray<Redacted.Redacted<string>>
+  /** No endpoint takes a body: a declared body past this is refused before anyone reads it. */
+  readonly maxBodyBytes: number
 }
 
-export const serverConfig: Config.Config<ServerConfig> = Config.all({
-  port: Config.port("PORT").pipe(Config.withDefault(3000)),
-  host: Config.string("HOST").pipe(Config.option),
-  shutdownGrace: millis("SHUTDOWN_GRACE_MS", 0, 600_000, 10_000),
+/** The API's guards, wherever it is served. */
+export const httpConfig: Config.Config<HttpConfig> = Config.all({
   requestTimeout: millis("REQUEST_TIMEOUT_MS", 100, 600_000, 30_000),
-  apiKeys: Config.redacted("API_KEYS").pipe(
-    Config.withDefault(Redacted.make("")),
-    Config.map((keys) =>
-      Redacted.value(keys).split(",").map((key) => key.trim()).filter((key) => key !== "").map((key) => Redacted.make(key))
-    ),
-    Config.validate({
-      message: "each key must be at least 16 characters",
-      validation: (keys) => keys.every((key) => Redacted.value(key).length >= 16)
+  apiKeys: Config.string("API_KEYS").pipe(
+    Config.mapOrFail((raw) => {
+      const keys = raw.split(",").map((key) => key.trim()).filter((key) => key !== "")
+      return keys.every((key) => key.length >= 16)
+        ? Either.right(keys.map((key) => Redacted.make(key)))
+        : Either.left(ConfigError.InvalidData([], "each key must be at least 16 characters"))
+    }),
+    Config.withDefault<ReadonlyArray<Redacted.Redacted<string>>>([])
+  ),
+  maxBodyBytes: intInRange("MAX_BODY_BYTES", 0, 64 * 1024 * 1024, 64 * 1024)
+})
+
+/** The defaults of `httpConfig`, for code that builds the API without reading the environment. */
+export const defaultHttpConfig: HttpConfig = Effect.runSync(
+  Effect.withConfigProvider(httpConfig, ConfigProvider.fromMap(new Map()))
+)
+
+const logLevels: Record<string, LogLevel.LogLevel> = {
+  all: LogLevel.All,
+  trace: LogLevel.Trace,
+  debug: LogLevel.Debug,
+  info: LogLevel.Info,
+  warn: LogLevel.Warning,
+  warning: LogLevel.Warning,
+  error: LogLevel.Error,
+  fatal: LogLevel.Fatal,
+  none: LogLevel.None,
+  off: LogLevel.None
+}
+
+/** One of the names, any case. */
+const oneOf = <A>(name: string, choices: Record<string, A>, allowed: string) =>
+  Config.string(name).pipe(
+    Config.mapOrFail((raw) => {
+      const value = choices[raw.trim().toLowerCase()]
+      return value === undefined ? Either.left(ConfigError.InvalidData([], `must be ${allowed}`)) : Either.right(value)
     })
+  )
+
+export interface LogConfig {
+  /** `warning` and above drop the per-request lines (and their bookkeeping). */
+  readonly level: LogLevel.LogLevel
+  readonly format: "logfmt" | "json"
+}
+
+export const logConfig: Config.Config<LogConfig> = Config.all({
+  level: oneOf("LOG_LEVEL", logLevels, "debug, info, warning, error or none").pipe(Config.withDefault(LogLevel.Info)),
+  format: oneOf("LOG_FORMAT", { logfmt: "logfmt", json: "json" } as const, "logfmt or json").pipe(
+    Config.withDefault<"logfmt" | "json">("logfmt")
   )
 })

@@ -1,46 +1,37 @@
-import { Cause, Config, ConfigError, Effect, Layer, Logger, LogLevel } from "effect"
+import { Cause, ConfigError, Effect, Layer, Logger } from "effect"
+import { type LogConfig, logConfig } from "./Config.js"
+import { firstLine, StartupError } from "./Domain/StartupError.js"
+import { isClickHouseError } from "./Domain/ClickHouseError.js"
 
-/** Structured logs: logfmt by default, JSON with LOG_FORMAT=json. */
-const format = process.env.LOG_FORMAT === "json" ? Logger.json : Logger.logFmt
+/** Structured logs: logfmt by default, JSON with `LOG_FORMAT=json`; `LOG_LEVEL` sets the floor. */
+export const layer = (config: LogConfig) =>
+  Layer.merge(config.format === "json" ? Logger.json : Logger.logFmt, Logger.minimumLogLevel(config.level))
 
-const levels: Record<string, LogLevel.LogLevel> = {
-  all: LogLevel.All,
-  trace: LogLevel.Trace,
-  debug: LogLevel.Debug,
-  info: LogLevel.Info,
-  warn: LogLevel.Warning,
-  warning: LogLevel.Warning,
-  error: LogLevel.Error,
-  fatal: LogLevel.Fatal,
-  none: LogLevel.None,
-  off: LogLevel.None
+/** The one line that says why startup failed, for the failures an operator can fix; undefined for bugs. */
+export const startupFailureLine = (error: unknown): string | undefined => {
+  if (ConfigError.isConfigError(error)) return `Invalid configuration: ${String(error)}`
+  if (error instanceof StartupError) return error.message
+  if (isClickHouseError(error)) return `Startup failed: ClickHouse ${error._tag.slice("ClickHouse".length)}: ${firstLine(error.cause)}`
+  return undefined
 }
 
-/** `LOG_LEVEL` (debug, info, warning, error, none; any case; default info): warning drops the per-request lines. */
-const minimumLevel = Layer.unwrapEffect(
-  Config.string("LOG_LEVEL").pipe(
-    Config.withDefault("info"),
-    Effect.map((name) => levels[name.trim().toLowerCase()]),
-    Effect.flatMap((level) =>
-      level === undefined
-        ? Effect.as(Effect.logWarning("Ignoring LOG_LEVEL: use debug, info, warning, error or none"), LogLevel.Info)
-        : Effect.succeed(level)
-    ),
-    Effect.orElseSucceed(() => LogLevel.Info),
-    Effect.map(Logger.minimumLogLevel)
-  )
-)
-
-export const Logging = Layer.merge(format, minimumLevel)
-
-const isConfigError = (error: unknown): error is ConfigError.ConfigError => ConfigError.isConfigError(error)
-
-/** A bad setting stops startup with one line naming the variable; anything else is logged with its cause. */
+/** A failure an operator can fix is logged as one line; anything else (a bug) with its whole cause. */
 export const reportStartupFailure = <A, E, R>(self: Effect.Effect<A, E, R>) =>
   Effect.tapErrorCause(self, (cause) => {
     const failure = Cause.failureOption(cause)
-    if (failure._tag === "Some" && isConfigError(failure.value)) {
-      return Effect.logError(`Invalid configuration: ${String(failure.value)}`)
-    }
-    return Effect.logError("startup failed", cause)
+    const line = failure._tag === "Some" ? startupFailureLine(failure.value) : undefined
+    return line === undefined ? Effect.logError("startup failed", cause) : Effect.logError(line)
   })
+
+/**
+ * Runs the app layer until interrupted, with the logging the environment asks for. A bad `LOG_LEVEL` or
+ * `LOG_FORMAT` is reported like any other bad setting, in the default format.
+ */
+export const launch = <E>(app: Layer.Layer<never, E>) =>
+  logConfig.pipe(
+    reportStartupFailure,
+    Effect.flatMap((config) => Layer.launch(app).pipe(reportStartupFailure, Effect.provide(layer(config))))
+  )
+
+/** Logging as the environment asks for it (for scripts; the service reports a bad setting through `launch`). */
+export const layerConfig = Layer.unwrapEffect(Effect.map(logConfig, layer))

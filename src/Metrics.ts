@@ -1,7 +1,7 @@
 import { Effect, Layer } from "effect"
-import { ClickHouse } from "./ClickHouse/ClickHouse.ts"
-import { qualifiedName, type TableConfig, tableConfig } from "./Config.ts"
-import { TotalRow } from "./Domain/Metrics.ts"
+import { ClickHouse } from "./ClickHouse/ClickHouse.js"
+import { qualifiedName, type TableConfig, tableConfig } from "./Config.js"
+import { TotalRow } from "./Domain/Metrics.js"
 
 const make = (table: TableConfig) =>
   Effect.gen(function*() {

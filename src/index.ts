@@ -1,29 +1,31 @@
 /** The public surface for embedding analytics-api in another Effect app. */
-export { AppLive, bootstrapLayer, defaultHttpOptions, guardedApp, httpLayer, type HttpOptions } from "./App.ts"
-export { createSchema, insertDemoRows } from "./ClickHouse/Bootstrap.ts"
+export * as Analytics from "./Analytics.js"
+export { AppLive } from "./App.js"
+export { createSchema, insertDemoRows } from "./ClickHouse/Bootstrap.js"
 export {
   ClickHouse,
   layer as ClickHouseLayer,
   layerConfig as ClickHouseLayerConfig,
   make as makeClickHouse
-} from "./ClickHouse/ClickHouse.ts"
-export type { QueryParams, ServerInfo, Target } from "./ClickHouse/ClickHouse.ts"
-export { type CoalesceOptions, type Coalescer, makeCoalescer } from "./ClickHouse/Coalesce.ts"
-export { hedgeRead, makeRetryBudget, retryable, retryRead } from "./ClickHouse/Retry.ts"
+} from "./ClickHouse/ClickHouse.js"
+export type { QueryParams, ServerInfo, Target } from "./ClickHouse/ClickHouse.js"
 export {
   type Backend,
   type ClickHouseConfig,
   clickHouseConfig,
+  defaultHttpConfig,
+  type HttpConfig,
+  httpConfig,
+  type LogConfig,
+  logConfig,
   parseBackend,
   type ServerConfig,
   serverConfig,
   type TableConfig,
   tableConfig
-} from "./Config.ts"
-export { ApiError, ErrorBody } from "./Domain/ApiError.ts"
-export * from "./Domain/ClickHouseError.ts"
-export { TotalResponse } from "./Domain/Metrics.ts"
-export { apiKeyAuth, bodyLimit, deadline } from "./Http/Guards.ts"
-export { requestLog } from "./Http/Middleware.ts"
-export { MetricsApp, MetricsRouter } from "./Http/Router.ts"
-export { Metrics } from "./Metrics.ts"
+} from "./Config.js"
+export { ApiError, ErrorBody, ErrorCode } from "./Domain/ApiError.js"
+export * from "./Domain/ClickHouseError.js"
+export { TotalResponse } from "./Domain/Metrics.js"
+export { StartupError } from "./Domain/StartupError.js"
+export { Metrics } from "./Metrics.js"

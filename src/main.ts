@@ -1,10 +1,6 @@
+#!/usr/bin/env node
 import { NodeRuntime } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
-import { AppLive } from "./App.ts"
-import { reportStartupFailure, Logging } from "./Logging.ts"
+import { AppLive } from "./App.js"
+import { launch } from "./Logging.js"
 
-Layer.launch(AppLive).pipe(
-  reportStartupFailure,
-  Effect.provide(Logging),
-  NodeRuntime.runMain({ disableErrorReporting: true, disablePrettyLogger: true })
-)
+NodeRuntime.runMain(launch(AppLive), { disableErrorReporting: true, disablePrettyLogger: true })

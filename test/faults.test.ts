@@ -1,16 +1,15 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { expect, it } from "@effect/vitest"
 import { Duration, Effect, FastCheck, Redacted, Schema } from "effect"
-import { spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
 import { afterAll, beforeAll } from "vitest"
-import { defaultHttpOptions } from "../src/App.ts"
 import { insertDemoRows } from "../src/ClickHouse/Bootstrap.ts"
 import { ClickHouse, layer as clickHouseLayer } from "../src/ClickHouse/ClickHouse.ts"
-import { qualifiedName, type TableConfig } from "../src/Config.ts"
+import { defaultHttpConfig, qualifiedName, type TableConfig } from "../src/Config.ts"
 import { startServer, removeServer } from "./support/clickhouse-server.ts"
+import { freePort, startService } from "./support/process.ts"
 import { config, describeReal, getJson, hasRealServer, quietLogs, remoteBackend, stack, uniqueTable } from "./support/layers.ts"
 import { type Fault, faults, type Proxy, startProxy } from "./support/proxy.ts"
 import { resetTo } from "./support/suites.ts"
@@ -43,7 +42,7 @@ const sql = (text: string) =>
     return body
   })
 
-const throughProxy = (table: TableConfig, options = defaultHttpOptions) =>
+const throughProxy = (table: TableConfig, options = defaultHttpConfig) =>
   stack(
     config(remoteBackend(proxy.url), { poolSize: 4, hedgeAfter: Duration.millis(300), queryTimeout: Duration.seconds(3) }),
     table,
@@ -195,7 +194,7 @@ const headerArb = FastCheck.dictionary(
 
 describeReal("hostile input", () => {
   const table = uniqueTable("hostile")
-  const keyed = { ...defaultHttpOptions, apiKeys: [Redacted.make("k".repeat(24))] }
+  const keyed = { ...defaultHttpConfig, apiKeys: [Redacted.make("k".repeat(24))] }
 
   it.effect.prop(
     "any method, path, query or headers → a JSON answer below 500, never text from the database",
@@ -221,28 +220,6 @@ describeReal("hostile input", () => {
     { fastCheck: { numRuns: 150 } }
   )
 })
-
-/** The service as users run it, for the tests that need a real listening socket and process signals. */
-const startService = (env: Record<string, string>) => {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
-    cwd: Path.resolve(import.meta.dirname, ".."),
-    env: { ...process.env, HOST: "127.0.0.1", ...env },
-    stdio: ["ignore", "pipe", "pipe"]
-  })
-  let output = ""
-  child.stdout.on("data", (d) => (output += d))
-  child.stderr.on("data", (d) => (output += d))
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
-  return { child, exited, output: () => output }
-}
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = Net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (server.address() as Net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
 
 let servicePort = 0
 

@@ -1,7 +1,7 @@
 import { Effect, Schema } from "effect"
-import { qualifiedName, type TableConfig } from "../Config.ts"
-import { demoRows } from "../Domain/Metrics.ts"
-import { ClickHouse } from "./ClickHouse.ts"
+import { qualifiedName, type TableConfig } from "../Config.js"
+import { demoRows } from "../Domain/Metrics.js"
+import { ClickHouse } from "./ClickHouse.js"
 
 const ExistsRow = Schema.Struct({ result: Schema.Union(Schema.Number, Schema.NumberFromString) })
 

@@ -5,7 +5,7 @@ import {
   ClickHouseQueryError,
   ClickHouseTimeout,
   ClickHouseUnavailable
-} from "../Domain/ClickHouseError.ts"
+} from "../Domain/ClickHouseError.js"
 
 const TOO_MANY_SIMULTANEOUS_QUERIES = 202
 const TIMEOUT_EXCEEDED = 159

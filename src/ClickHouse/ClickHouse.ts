@@ -2,18 +2,19 @@ import { ClickHouseLogLevel, createClient, type ClickHouseClient, type ClickHous
 import { Context, Duration, Effect, Layer, Option, ParseResult, Pool, Redacted, Ref, Schema, Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import { mkdirSync } from "node:fs"
-import { type Backend, type ClickHouseConfig, clickHouseConfig } from "../Config.ts"
+import { type Backend, type ClickHouseConfig, clickHouseConfig } from "../Config.js"
 import {
   type ClickHouseError,
   ClickHouseBadResponse,
   ClickHouseOverloaded,
   ClickHouseTimeout,
   ClickHouseUnavailable
-} from "../Domain/ClickHouseError.ts"
-import { breaksConnection, classify } from "./Classify.ts"
-import { makeCoalescer } from "./Coalesce.ts"
-import { makeGate } from "./Gate.ts"
-import { hedgeRead, makeRetryBudget, retryRead } from "./Retry.ts"
+} from "../Domain/ClickHouseError.js"
+import { firstLine, StartupError } from "../Domain/StartupError.js"
+import { breaksConnection, classify } from "./Classify.js"
+import { makeCoalescer } from "./Coalesce.js"
+import { makeGate } from "./Gate.js"
+import { hedgeRead, makeRetryBudget, retryRead } from "./Retry.js"
 
 export type Target =
   | { readonly kind: "remote"; readonly url: string }
@@ -108,6 +109,9 @@ const remoteClient = (url: URL, config: ClickHouseConfig, sockets: number): Clic
 
 type ChdbConnectionOption = NonNullable<NonNullable<Parameters<typeof createClient>[0]>["connection"]>
 
+const isMissingModule = (error: unknown) =>
+  error instanceof Error && (error as { code?: unknown }).code === "ERR_MODULE_NOT_FOUND" && error.message.includes("chdb")
+
 const embeddedClient = (path: string) =>
   Effect.tryPromise({
     try: async () => {
@@ -117,7 +121,13 @@ const embeddedClient = (path: string) =>
       const connection = createChdbConnection({ path }) as unknown as ChdbConnectionOption
       return createClient({ connection, log: silentLog })
     },
-    catch: (cause) => new ClickHouseUnavailable({ cause })
+    catch: (cause) =>
+      new StartupError({
+        message: isMissingModule(cause)
+          ? "The embedded engine needs the optional package chdb, which is not installed: run `npm install chdb`, or set CLICKHOUSE_URL=http://host:8123 to use a ClickHouse server"
+          : `The embedded engine could not open ${path}: ${firstLine(cause)}`,
+        cause
+      })
   })
 
 const closeClient = (client: ClickHouseClient) => Effect.promise(() => client.close().catch(() => undefined))
@@ -161,7 +171,7 @@ const readJson = async (client: ClickHouseClient, params: Parameters<ClickHouseC
   }
 }
 
-export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickHouseError, Scope.Scope> =>
+export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, StartupError, Scope.Scope> =>
   Effect.gen(function*() {
     const backend = yield* resolveBackend(config.backend, config)
     const target: Target = backend._tag === "Remote"
@@ -359,7 +369,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, ClickH
     })
   })
 
-export const layer = (config: ClickHouseConfig): Layer.Layer<ClickHouse, ClickHouseError> =>
+export const layer = (config: ClickHouseConfig): Layer.Layer<ClickHouse, StartupError> =>
   Layer.scoped(ClickHouse, make(config))
 
 export const layerConfig = (

@@ -1,6 +1,6 @@
 import { Clock, Deferred, Duration, Effect, Fiber, Schedule } from "effect"
-import type { ClickHouseError } from "../Domain/ClickHouseError.ts"
-import { urgent } from "./Gate.ts"
+import type { ClickHouseError } from "../Domain/ClickHouseError.js"
+import { urgent } from "./Gate.js"
 
 /**
  * Failures worth another try of a read: the connection broke or the answer came back cut, or the server

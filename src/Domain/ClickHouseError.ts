@@ -28,3 +28,14 @@ export type ClickHouseError =
   | ClickHouseTimeout
   | ClickHouseQueryError
   | ClickHouseBadResponse
+
+const tags: ReadonlySet<string> = new Set([
+  "ClickHouseUnavailable",
+  "ClickHouseOverloaded",
+  "ClickHouseTimeout",
+  "ClickHouseQueryError",
+  "ClickHouseBadResponse"
+])
+
+export const isClickHouseError = (error: unknown): error is ClickHouseError =>
+  typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string" && tags.has(error._tag)

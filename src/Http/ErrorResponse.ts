@@ -1,7 +1,8 @@
 import { HttpServerResponse } from "@effect/platform"
 import { Cause, Effect } from "effect"
-import { ApiError } from "../Domain/ApiError.ts"
-import type { ClickHouseError } from "../Domain/ClickHouseError.ts"
+import { ApiError } from "../Domain/ApiError.js"
+import { type ClickHouseError, isClickHouseError } from "../Domain/ClickHouseError.js"
+import { firstLine } from "../Domain/StartupError.js"
 
 export const fromClickHouseError = (error: ClickHouseError): ApiError => {
   switch (error._tag) {
@@ -35,25 +36,31 @@ export const toResponse = (error: ApiError): HttpServerResponse.HttpServerRespon
     : HttpServerResponse.setHeader(response, "retry-after", String(error.retryAfterSeconds))
 }
 
-const isClickHouseError = (error: unknown): error is ClickHouseError =>
-  typeof error === "object" && error !== null && "_tag" in error &&
-  typeof error._tag === "string" && error._tag.startsWith("ClickHouse")
+/** Why a ClickHouse call failed, in a few words for the log: the driver's first line, never its stack. */
+const reasonOf = (error: ClickHouseError): string =>
+  error._tag === "ClickHouseOverloaded" && error.reason === "pool"
+    ? "no pooled connection free in time"
+    : error.cause === undefined
+    ? error._tag
+    : firstLine(error.cause)
 
 /**
- * The one edge where failures become responses. The caller gets our code and message;
- * the log gets the full cause (annotated with the request id by the middleware).
+ * The one edge where failures become responses. The caller gets our code and message. The log gets one
+ * line (annotated with the request id by the middleware): the failure class and the driver's reason for a
+ * ClickHouse failure, which is expected in an outage; the full cause for anything else, which is a bug.
  */
 export const handleCause = <E>(cause: Cause.Cause<E>) =>
   Effect.gen(function*() {
     if (Cause.isInterruptedOnly(cause)) return yield* Effect.failCause(cause as Cause.Cause<never>)
     const failure = Cause.failureOption(cause)
-    const error = failure._tag === "Some" && failure.value instanceof ApiError
-      ? failure.value
-      : failure._tag === "Some" && isClickHouseError(failure.value)
-      ? fromClickHouseError(failure.value)
-      : internalError
-    if (error.status >= 500) {
-      yield* Effect.logError(`request failed: ${error.code}`, cause)
+    if (failure._tag === "Some" && failure.value instanceof ApiError) return toResponse(failure.value)
+    if (failure._tag === "Some" && isClickHouseError(failure.value)) {
+      const error = fromClickHouseError(failure.value)
+      if (error.status >= 500) {
+        yield* Effect.logError(`request failed: ${error.code}`).pipe(Effect.annotateLogs("reason", reasonOf(failure.value)))
+      }
+      return toResponse(error)
     }
-    return toResponse(error)
+    yield* Effect.logError(`request failed: ${internalError.code}`, cause)
+    return toResponse(internalError)
   })

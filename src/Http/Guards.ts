@@ -1,8 +1,8 @@
 import { HttpMiddleware, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Duration, Effect, Redacted } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
-import { ApiError } from "../Domain/ApiError.ts"
-import { toResponse } from "./ErrorResponse.ts"
+import { ApiError } from "../Domain/ApiError.js"
+import { toResponse } from "./ErrorResponse.js"
 
 const digest = (text: string) => createHash("sha256").update(text, "utf8").digest()
 

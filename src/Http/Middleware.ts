@@ -1,7 +1,7 @@
 import { HttpApp, HttpMiddleware, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Clock, Effect, Exit, FiberRef, LogLevel } from "effect"
 import { randomUUID } from "node:crypto"
-import { pathOf } from "./Guards.ts"
+import { pathOf } from "./Guards.js"
 
 const validRequestId = /^[A-Za-z0-9._:-]{1,128}$/
 
@@ -30,7 +30,7 @@ export const requestLog = HttpMiddleware.make((app) =>
     const logLine = (status: number) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
         Effect.logInfo("request").pipe(
-          Effect.annotateLogs({ method: request.method, path: pathOf(request.url), status, ms: now - started, requestId })
+          Effect.annotateLogs({ method: request.method, path: pathOf(request.originalUrl), status, ms: now - started, requestId })
         ))
     return yield* tagged.pipe(Effect.onExit((exit) => logLine(Exit.isSuccess(exit) ? exit.value.status : 499)))
   })

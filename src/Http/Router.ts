@@ -1,9 +1,9 @@
 import { HttpRouter, HttpServerResponse } from "@effect/platform"
 import { Cause, Effect } from "effect"
-import { ClickHouse } from "../ClickHouse/ClickHouse.ts"
-import { ApiError } from "../Domain/ApiError.ts"
-import { Metrics } from "../Metrics.ts"
-import { handleCause, toResponse } from "./ErrorResponse.ts"
+import { ClickHouse } from "../ClickHouse/ClickHouse.js"
+import { ApiError } from "../Domain/ApiError.js"
+import { Metrics } from "../Metrics.js"
+import { handleCause, toResponse } from "./ErrorResponse.js"
 
 const getMetrics = Effect.gen(function*() {
   const metrics = yield* Metrics

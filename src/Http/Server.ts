@@ -1,8 +1,10 @@
+import type { HttpServerError } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Duration, Effect, Layer, Option } from "effect"
 import * as Http from "node:http"
 import type { Duplex } from "node:stream"
-import { type ServerConfig, serverConfig } from "../Config.ts"
+import type { ServerConfig } from "../Config.js"
+import { firstLine, StartupError } from "../Domain/StartupError.js"
 
 const clientErrorBody = (status: number, code: string, message: string) => {
   const body = JSON.stringify({ error: { code, message } })
@@ -69,16 +71,30 @@ const gracefulClose = (server: Http.Server, grace: Duration.Duration) =>
     Effect.flatten
   )
 
+/** Why the port could not be had, in one line that names the setting to change. */
+const listenFailure = (config: ServerConfig, error: HttpServerError.ServeError) => {
+  const code = (error.cause as { code?: unknown } | undefined)?.code
+  const host = Option.getOrUndefined(config.host)
+  return new StartupError({
+    message: code === "EADDRINUSE"
+      ? `PORT ${config.port} is in use${host === undefined ? "" : ` on ${host}`}`
+      : code === "EACCES"
+      ? `PORT ${config.port} needs more privileges than this process has`
+      : code === "EADDRNOTAVAIL" || code === "ENOTFOUND" || code === "EAI_AGAIN"
+      ? `HOST ${host ?? ""} is not an address of this machine`
+      : `Could not listen on PORT ${config.port}: ${firstLine(error.cause)}`,
+    cause: error
+  })
+}
+
 export const make = (config: ServerConfig) => {
   const server = createServer()
   const serverLayer = NodeHttpServer.layer(() => server, {
     port: config.port,
     ...Option.match(config.host, { onNone: () => ({}), onSome: (host) => ({ host }) })
-  })
+  }).pipe(Layer.mapError((error) => listenFailure(config, error)))
   const shutdown = Layer.scopedDiscard(
     Effect.addFinalizer(() => gracefulClose(server, config.shutdownGrace))
   )
   return Layer.provideMerge(shutdown, serverLayer)
 }
-
-export const layerConfig = Layer.unwrapEffect(Effect.map(serverConfig, make))

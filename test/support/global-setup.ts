@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process"
 import * as Path from "node:path"
 import type { TestProject } from "vitest/node"
 import { startServer, removeServer } from "./clickhouse-server.ts"
@@ -19,7 +20,14 @@ const banner = (lines: Array<string>) => {
   process.stderr.write(`\n${bar}\n${lines.map((line) => `!! ${line}`).join("\n")}\n${bar}\n\n`)
 }
 
+/** Tests run the service as users do, from `dist/`: bring it up to date with the sources (a no-op when it is). */
+const build = () => {
+  const tsc = Path.resolve(import.meta.dirname, "../../node_modules/typescript/bin/tsc")
+  execFileSync(process.execPath, [tsc, "-b", "tsconfig.build.json"], { cwd: Path.resolve(import.meta.dirname, "../.."), stdio: "inherit" })
+}
+
 export default async function setup(project: TestProject) {
+  build()
   try {
     const url = await startServer({ dir, maxConcurrentQueries, queueMaxWaitMs: 0, fresh: true })
     project.provide("clickhouseUrl", url)

@@ -5,13 +5,12 @@ import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as Path from "node:path"
 import { describe, inject } from "vitest"
-import { defaultHttpOptions, guardedApp, type HttpOptions } from "../../src/App.ts"
+import * as Analytics from "../../src/Analytics.ts"
 import { createSchema } from "../../src/ClickHouse/Bootstrap.ts"
 import * as ClickHouse from "../../src/ClickHouse/ClickHouse.ts"
-import type { ClickHouseConfig, TableConfig } from "../../src/Config.ts"
+import { type ClickHouseConfig, defaultHttpConfig, type HttpConfig, type TableConfig } from "../../src/Config.ts"
 import { ErrorBody } from "../../src/Domain/ApiError.ts"
 import { TotalResponse } from "../../src/Domain/Metrics.ts"
-import { requestLog } from "../../src/Http/Middleware.ts"
 import { Metrics } from "../../src/Metrics.ts"
 
 export const realServerUrl = inject("clickhouseUrl")
@@ -49,14 +48,15 @@ export const withSchema = (table: TableConfig) =>
   Layer.effectDiscard(createSchema(table))
 
 /** The whole HTTP app, with the service's guards, on a random port, with an HttpClient pointed at it. */
-export const httpApp = (table: TableConfig, options: HttpOptions = defaultHttpOptions) =>
-  HttpServer.serve(guardedApp(options), requestLog).pipe(
+export const httpApp = (table: TableConfig, options: HttpConfig = defaultHttpConfig) =>
+  HttpServer.serve(Analytics.app).pipe(
+    Layer.provide(Analytics.httpLayer(options)),
     Layer.provide(Metrics.layer(table)),
     Layer.provideMerge(NodeHttpServer.layerTest)
   )
 
 /** Full stack for a test file: ClickHouse (given), the table created, the HTTP app and a client. */
-export const stack = (chConfig: ClickHouseConfig, table: TableConfig, options: HttpOptions = defaultHttpOptions) =>
+export const stack = (chConfig: ClickHouseConfig, table: TableConfig, options: HttpConfig = defaultHttpConfig) =>
   httpApp(table, options).pipe(
     Layer.provideMerge(withSchema(table)),
     Layer.provideMerge(ClickHouse.layer(chConfig)),
