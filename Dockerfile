@@ -1,23 +1,23 @@
-# Build: compile src/ to dist/ (the types of the optional embedded engine are needed to compile).
+# Build: compile src/ to dist/ and pack it as the package consumers install.
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-RUN npm run build
+COPY docker/image-package.mjs ./docker/
+RUN npm run build \
+ && mkdir /out \
+ && npm pack --ignore-scripts --pack-destination /out \
+ && node docker/image-package.mjs package.json "$(cd /out && ls *.tgz)" /out/package.json
 
-# Run: production dependencies only. The embedded engine (chdb) is optional and not needed next to a server.
+# Run: the packed service with its peer dependencies (effect, @effect/*) at this repository's versions.
+# The embedded engine (chdb) is optional and not needed next to a ClickHouse server.
 FROM node:20-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production
-COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --omit=optional --no-audit --no-fund
-COPY --from=build /app/dist ./dist
-# For `npm run seed` inside the container (runs from source with tsx).
-COPY tsconfig.json ./
-COPY src ./src
-COPY scripts/seed.ts ./scripts/seed.ts
+COPY --from=build /out ./
+RUN npm install --omit=optional --ignore-scripts --no-audit --no-fund
 USER node
 EXPOSE 3000
-CMD ["node", "dist/main.js"]
+CMD ["node", "node_modules/analytics-api/dist/main.js"]

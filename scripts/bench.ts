@@ -95,9 +95,9 @@ const machine = (clickhouse: string): Machine => {
 /** `npm run build`, run while ClickHouse starts and is seeded. */
 const build = () =>
   new Promise<void>((resolve, reject) => {
-    log("building: tsc -p tsconfig.build.json")
+    log("building: tsc -b tsconfig.build.json")
     const tsc = Path.join(root, "node_modules/typescript/bin/tsc")
-    spawn(process.execPath, [tsc, "-p", "tsconfig.build.json"], { cwd: root, stdio: ["ignore", "inherit", "inherit"] })
+    spawn(process.execPath, [tsc, "-b", "tsconfig.build.json"], { cwd: root, stdio: ["ignore", "inherit", "inherit"] })
       .on("error", reject)
       .on("exit", (code) => (code === 0 ? resolve() : reject(new Error("the build failed (npm run build)"))))
   })

@@ -233,15 +233,6 @@ const rawRequest = (port: number, raw: string) =>
     socket.write(raw)
   })
 
-const waitUntilUp = async (port: number) => {
-  for (let i = 0; i < 200; i++) {
-    const ok = await fetch(`http://127.0.0.1:${port}/healthz`).then(() => true, () => false)
-    if (ok) return
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error("the service did not start")
-}
-
 describeReal("the service process", () => {
   const secret = "s3cret-key-that-must-not-leak"
   const slow: TableConfig = { database: `slow_${process.pid}`, table: "metrics" }
@@ -263,7 +254,7 @@ describeReal("the service process", () => {
       API_KEYS: `${secret},another-key-0123456789`,
       COALESCE_READS: "false"
     })
-    await waitUntilUp(servicePort)
+    await service.waitFor(/Listening on/)
   })
   afterAll(() => {
     service?.child.kill("SIGKILL")

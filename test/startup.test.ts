@@ -139,3 +139,28 @@ describe("the built service", () => {
     }
   })
 })
+
+describe("the port is taken first", () => {
+  it("a request that arrives while ClickHouse is still being reached gets a JSON 503, not a hang", async () => {
+    // A ClickHouse that accepts connections and never answers: startup waits on it for the 1 s ping.
+    const blackhole = Net.createServer(() => undefined).listen(0, "127.0.0.1")
+    await new Promise((resolve) => blackhole.once("listening", resolve))
+    const port = await freePort()
+    const service = startService({ PORT: String(port), CLICKHOUSE_URL: `http://127.0.0.1:${(blackhole.address() as Net.AddressInfo).port}` })
+    try {
+      let early: Response | undefined
+      while (early === undefined && !/Listening on/.test(service.output())) {
+        early = await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined)
+        if (early === undefined) await new Promise((r) => setTimeout(r, 20))
+      }
+      expect(early?.status).toBe(503)
+      expect(early?.headers.get("retry-after")).toBe("1")
+      expect(await early?.json()).toEqual({ error: { code: "unavailable", message: "The service is starting or stopping." } })
+      await service.waitFor(/Listening on/)
+      expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200)
+    } finally {
+      service.child.kill("SIGKILL")
+      blackhole.close()
+    }
+  })
+})

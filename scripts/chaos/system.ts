@@ -138,7 +138,7 @@ export const seed = async (url: string): Promise<number> => {
 export const build = (outDir: string): { readonly typeErrors: boolean } => {
   const tsc = Path.join(root, "node_modules/typescript/bin/tsc")
   Fs.rmSync(outDir, { recursive: true, force: true })
-  const result = spawnSync(process.execPath, [tsc, "-p", "tsconfig.build.json", "--outDir", outDir], {
+  const result = spawnSync(process.execPath, [tsc, "-p", "tsconfig.build.json", "--outDir", outDir, "--tsBuildInfoFile", Path.join(outDir, ".tsbuildinfo")], {
     cwd: root,
     stdio: ["ignore", 2, 2]
   })

@@ -47,6 +47,13 @@ const createServer = () => {
   server.on("connect", (_request: Http.IncomingMessage, socket: Duplex) => {
     socket.end(clientErrorBody(405, "method_not_allowed", "CONNECT is not supported."))
   })
+  // The port is taken before ClickHouse is ready (so that a busy port fails first): until the app serves,
+  // and after it stops, a request gets a JSON 503 instead of hanging with no handler.
+  server.on("request", (_request: Http.IncomingMessage, response: Http.ServerResponse) => {
+    if (server.listenerCount("request") > 1) return
+    response.writeHead(503, { "content-type": "application/json", "retry-after": "1", connection: "close" })
+    response.end(JSON.stringify({ error: { code: "unavailable", message: "The service is starting or stopping." } }))
+  })
   return server
 }
 
@@ -87,14 +94,17 @@ const listenFailure = (config: ServerConfig, error: HttpServerError.ServeError) 
   })
 }
 
+/**
+ * The Node server in two layers, for two places in the app: `listen` goes first, so that a busy port fails
+ * before anything else starts; `drain` goes right under the served app, so that on shutdown in-flight
+ * requests finish while what they use (ClickHouse) is still there.
+ */
 export const make = (config: ServerConfig) => {
   const server = createServer()
-  const serverLayer = NodeHttpServer.layer(() => server, {
+  const listen = NodeHttpServer.layer(() => server, {
     port: config.port,
     ...Option.match(config.host, { onNone: () => ({}), onSome: (host) => ({ host }) })
   }).pipe(Layer.mapError((error) => listenFailure(config, error)))
-  const shutdown = Layer.scopedDiscard(
-    Effect.addFinalizer(() => gracefulClose(server, config.shutdownGrace))
-  )
-  return Layer.provideMerge(shutdown, serverLayer)
+  const drain = Layer.scopedDiscard(Effect.addFinalizer(() => gracefulClose(server, config.shutdownGrace)))
+  return { listen, drain } as const
 }
