@@ -104,6 +104,20 @@ export const tableConfig: Config.Config<TableConfig> = Config.all({
 
 export const qualifiedName = (t: TableConfig) => `${t.database}.${t.table}`
 
+export interface QueryLimits {
+  /** Most points one series may have; a request for more is a 400. */
+  readonly maxPoints: number
+  /** Most series one answer may have; a request for more is a 400. */
+  readonly maxSeries: number
+}
+
+export const queryLimits: Config.Config<QueryLimits> = Config.all({
+  maxPoints: intInRange("SERIES_MAX_POINTS", 1, 10_000_000, 10_000),
+  maxSeries: intInRange("SERIES_MAX_SERIES", 1, 1_000_000, 1_000)
+})
+
+export const defaultQueryLimits: QueryLimits = { maxPoints: 10_000, maxSeries: 1_000 }
+
 export interface ServerConfig {
   readonly port: number
   readonly host: Option.Option<string>

@@ -26,6 +26,6 @@ export {
 } from "./Config.js"
 export { ApiError, ErrorBody, ErrorCode } from "./Domain/ApiError.js"
 export * from "./Domain/ClickHouseError.js"
-export { TotalResponse } from "./Domain/Metrics.js"
+export * from "./Domain/Query.js"
 export { StartupError } from "./Domain/StartupError.js"
-export { Metrics } from "./Metrics.js"
+export { InvalidQuery, Metrics, type SeriesQuery } from "./Metrics.js"

@@ -15,6 +15,7 @@ import { breaksConnection, classify } from "./Classify.js"
 import { makeCoalescer } from "./Coalesce.js"
 import { makeGate } from "./Gate.js"
 import { hedgeRead, makeRetryBudget, retryRead } from "./Retry.js"
+import * as Sql from "./Sql.js"
 
 export type Target =
   | { readonly kind: "remote"; readonly url: string }
@@ -22,6 +23,8 @@ export type Target =
 
 export interface ServerInfo {
   readonly version: string
+  /** Whether the server binds `{name:Type}` parameters itself; without them values are sent as escaped literals. */
+  readonly serverParams: boolean
   /** The optional settings we would like to send that this server knows; an unknown setting fails every query. */
   readonly settings: ReadonlySet<string>
 }
@@ -37,6 +40,8 @@ export interface ClickHouse {
     schema: Schema.Schema<A, I>,
     params?: QueryParams
   ) => Effect.Effect<ReadonlyArray<A>, ClickHouseError>
+  /** `query` for a statement with values in it: bound server-side where the server can, else as escaped literals. */
+  readonly select: <A, I>(statement: Sql.Statement, schema: Schema.Schema<A, I>) => Effect.Effect<ReadonlyArray<A>, ClickHouseError>
   /** Runs a statement that returns no rows (DDL, INSERT ... SELECT). */
   readonly command: (sql: string) => Effect.Effect<void, ClickHouseError>
   /** Inserts rows as JSONEachRow. */
@@ -51,7 +56,7 @@ export interface ClickHouse {
   readonly inFlight: Effect.Effect<number>
 }
 
-export type QueryParams = Readonly<Record<string, string | number | boolean>>
+export type QueryParams = Readonly<Record<string, string | number | boolean | ReadonlyArray<string>>>
 
 /** Same SQL and same parameters, whatever their order: the same read. */
 const readKey = (sql: string, params: QueryParams | undefined) =>
@@ -225,17 +230,20 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
           query: `SELECT name FROM system.settings WHERE name IN (${wantedSettings.map((s) => `'${s}'`).join(", ")})`
         }) as Array<{ name: string }>
         const settings = new Set(names.map((row) => row.name))
+        const serverParams = await readJson(control, { query: "SELECT {probe:UInt8} AS probe", query_params: { probe: 1 } })
+          .then(() => true, () => false)
         // An HTTP-interface parameter on every server version, a listed setting only on newer ones.
         if (target.kind === "remote") settings.add("wait_end_of_query")
         // The embedded engine refuses even plain reads under readonly; it is in-process, with no other users.
         else settings.delete("readonly")
-        return { version: version?.version ?? "unknown", settings }
+        return { version: version?.version ?? "unknown", serverParams, settings }
       },
       catch: classify
     }).pipe(
       Effect.timeoutFail({ duration: config.queryTimeout, onTimeout: () => new ClickHouseTimeout({}) }),
       Effect.tap((info) =>
-        Effect.logInfo(`ClickHouse ${info.version} (${target.kind}); optional settings: ${[...info.settings].join(", ")}`)
+        Effect.logInfo(`ClickHouse ${info.version} (${target.kind}); optional settings: ${[...info.settings].join(", ")}; ` +
+            `values bound ${info.serverParams ? "server-side" : "as escaped literals"}`)
       )
     )
 
@@ -337,6 +345,12 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
         )
       )
 
+    const select = <A, I>(statement: Sql.Statement, schema: Schema.Schema<A, I>) =>
+      Effect.flatMap(serverInfo, (info) => {
+        const rendered = Sql.render(statement, info.serverParams)
+        return query(rendered.sql, schema, rendered.params)
+      })
+
     const command = (sql: string) => run("command", false, (client, params) => client.command({ query: sql, ...params }))
 
     const insert = (table: string, rows: ReadonlyArray<Record<string, unknown>>) =>
@@ -361,6 +375,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
     return ClickHouse.of({
       target,
       query,
+      select,
       command: (sql) => Effect.asVoid(command(sql)),
       insert: (table, rows) => Effect.asVoid(insert(table, rows)),
       ping,

@@ -5,9 +5,6 @@ export const ClickHouseNumber = Schema.Union(Schema.Number, Schema.NumberFromStr
 
 export const TotalRow = Schema.Struct({ total: ClickHouseNumber })
 
-export const TotalResponse = Schema.Struct({ total: Schema.Number })
-export type TotalResponse = typeof TotalResponse.Type
-
 export const MetricRow = Schema.Struct({
   ts: Schema.String,
   metric_name: Schema.String,

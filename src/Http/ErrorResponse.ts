@@ -3,6 +3,7 @@ import { Cause, Effect } from "effect"
 import { ApiError } from "../Domain/ApiError.js"
 import { type ClickHouseError, isClickHouseError } from "../Domain/ClickHouseError.js"
 import { firstLine } from "../Domain/StartupError.js"
+import { InvalidQuery } from "../Metrics.js"
 
 export const fromClickHouseError = (error: ClickHouseError): ApiError => {
   switch (error._tag) {
@@ -54,6 +55,9 @@ export const handleCause = <E>(cause: Cause.Cause<E>) =>
     if (Cause.isInterruptedOnly(cause)) return yield* Effect.failCause(cause as Cause.Cause<never>)
     const failure = Cause.failureOption(cause)
     if (failure._tag === "Some" && failure.value instanceof ApiError) return toResponse(failure.value)
+    if (failure._tag === "Some" && failure.value instanceof InvalidQuery) {
+      return toResponse(new ApiError({ status: 400, code: "bad_request", message: failure.value.message }))
+    }
     if (failure._tag === "Some" && isClickHouseError(failure.value)) {
       const error = fromClickHouseError(failure.value)
       if (error.status >= 500) {

@@ -1,14 +1,73 @@
-import { HttpRouter, HttpServerResponse } from "@effect/platform"
-import { Cause, Effect } from "effect"
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { Cause, Effect, ParseResult, Schema } from "effect"
 import { ClickHouse } from "../ClickHouse/ClickHouse.js"
 import { ApiError } from "../Domain/ApiError.js"
+import { FilterParams, normalizeFilter, SeriesParams } from "../Domain/Query.js"
 import { Metrics } from "../Metrics.js"
 import { handleCause, toResponse } from "./ErrorResponse.js"
 
-const getMetrics = Effect.gen(function*() {
+/** Query parameters decoded with `schema`; anything else is a 400 that names the parameter and what is allowed. */
+const decodeParams = <Fields extends Schema.Struct.Fields>(schema: Schema.Struct<Fields>, single: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const params = yield* HttpServerRequest.ParsedSearchParams
+    const allowed = Object.keys(schema.fields)
+    for (const [name, value] of Object.entries(params)) {
+      if (!allowed.includes(name)) {
+        return yield* badRequest(`unknown parameter ${JSON.stringify(name)}: allowed are ${allowed.join(", ")}`)
+      }
+      if (single.includes(name) && Array.isArray(value)) return yield* badRequest(`${name}: give it at most once`)
+    }
+    const decoded = yield* Schema.decodeUnknown(schema)(params).pipe(
+      Effect.mapError((error) => {
+        const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
+        const name = String(issue?.path[0] ?? "")
+        return new ApiError({
+          status: 400,
+          code: "bad_request",
+          message: issue?._tag === "Missing" ? `${name}: required` : `${name}: ${issue?.message ?? "not valid"}`
+        })
+      })
+    )
+    const window = decoded as { from?: number; to?: number }
+    if (window.from !== undefined && window.to !== undefined && window.from >= window.to) {
+      return yield* badRequest("from: must be before to (the window is [from, to))")
+    }
+    return decoded
+  })
+
+const badRequest = (message: string) => Effect.fail(new ApiError({ status: 400, code: "bad_request", message }))
+
+const json = (body: unknown) => HttpServerResponse.unsafeJson(body)
+
+const getTotal = Effect.gen(function*() {
+  const params = yield* decodeParams(FilterParams, ["from", "to"])
   const metrics = yield* Metrics
-  const total = yield* metrics.total
-  return HttpServerResponse.unsafeJson({ total })
+  return json({ total: yield* metrics.total(normalizeFilter(params)) })
+})
+
+const getNames = Effect.gen(function*() {
+  const params = yield* decodeParams(FilterParams, ["from", "to"])
+  const metrics = yield* Metrics
+  return json(yield* metrics.names(normalizeFilter(params)))
+})
+
+const getSummary = Effect.gen(function*() {
+  const params = yield* decodeParams(FilterParams, ["from", "to"])
+  const metrics = yield* Metrics
+  return json(yield* metrics.summary(normalizeFilter(params)))
+})
+
+const getSeries = Effect.gen(function*() {
+  const params = yield* decodeParams(SeriesParams, ["from", "to", "interval", "agg", "fill"])
+  const metrics = yield* Metrics
+  return json(
+    yield* metrics.series({
+      filter: normalizeFilter(params),
+      interval: params.interval,
+      agg: params.agg ?? "sum",
+      fill: params.fill !== "none"
+    })
+  )
 })
 
 const healthz = Effect.succeed(HttpServerResponse.unsafeJson({ status: "ok" }))
@@ -51,7 +110,10 @@ const route = <E, R>(path: HttpRouter.PathInput, handler: Effect.Effect<HttpServ
  * mountable as it is inside another app (`HttpRouter.mount("/analytics", MetricsRouter)`).
  */
 export const MetricsRouter = HttpRouter.empty.pipe(
-  route("/api/metrics", getMetrics),
+  route("/api/metrics", getTotal),
+  route("/api/metrics/names", getNames),
+  route("/api/metrics/summary", getSummary),
+  route("/api/metrics/series", getSeries),
   route("/healthz", healthz),
   route("/readyz", readyz)
 )

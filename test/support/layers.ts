@@ -10,7 +10,7 @@ import { createSchema } from "../../src/ClickHouse/Bootstrap.ts"
 import * as ClickHouse from "../../src/ClickHouse/ClickHouse.ts"
 import { type ClickHouseConfig, defaultHttpConfig, type HttpConfig, type TableConfig } from "../../src/Config.ts"
 import { ErrorBody } from "../../src/Domain/ApiError.ts"
-import { TotalResponse } from "../../src/Domain/Metrics.ts"
+import { TotalResponse } from "../../src/Domain/Query.ts"
 import { Metrics } from "../../src/Metrics.ts"
 
 export const realServerUrl = inject("clickhouseUrl")
