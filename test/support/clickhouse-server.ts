@@ -13,6 +13,8 @@ export interface ServerOptions {
   readonly keepAliveTimeout?: number
   /** 0 makes the server refuse (code 202) at once past max_concurrent_queries instead of queueing. */
   readonly queueMaxWaitMs?: number
+  /** The server's time zone (UTC unless given). */
+  readonly timezone?: string
   /** Start from an empty data directory. */
   readonly fresh?: boolean
 }
@@ -27,6 +29,7 @@ export const startServer = async (options: ServerOptions): Promise<string> => {
   }
   if (options.keepAliveTimeout !== undefined) args.push("--keep-alive-timeout", String(options.keepAliveTimeout))
   if (options.queueMaxWaitMs !== undefined) args.push("--queue-max-wait-ms", String(options.queueMaxWaitMs))
+  if (options.timezone !== undefined) args.push("--timezone", options.timezone)
   const { stdout } = await run("bash", [script, ...args], { timeout: 300_000 })
   return stdout.trim().split("\n").at(-1)!
 }

@@ -13,11 +13,11 @@ import { getTotal } from "./layers.ts"
  */
 export const tolerance = (values: ReadonlyArray<number>) => 1e-9 * values.reduce((a, v) => a + Math.abs(v), 0) + 1e-9
 
-export const resetTo = (table: TableConfig, rows: ReadonlyArray<Record<string, unknown>>) =>
+export const resetTo = (table: TableConfig, rows: ReadonlyArray<object>) =>
   Effect.gen(function*() {
     const ch = yield* ClickHouse
     yield* ch.command(`TRUNCATE TABLE ${qualifiedName(table)}`)
-    if (rows.length > 0) yield* ch.insert(qualifiedName(table), rows)
+    if (rows.length > 0) yield* ch.insert(qualifiedName(table), rows as ReadonlyArray<Record<string, unknown>>)
   })
 
 export const totalFromClickHouse = (table: TableConfig) =>
