@@ -1,9 +1,10 @@
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Cause, Effect, ParseResult, Schema } from "effect"
+import { Cause, Effect, ParseResult, Schema, Scope } from "effect"
 import { ClickHouse } from "../ClickHouse/ClickHouse.js"
 import { ApiError } from "../Domain/ApiError.js"
 import { FilterParams, normalizeFilter, SeriesParams } from "../Domain/Query.js"
 import { Metrics } from "../Metrics.js"
+import { Api, openApi } from "./Api.js"
 import { handleCause, toResponse } from "./ErrorResponse.js"
 
 /** Query parameters decoded with `schema`; anything else is a 400 that names the parameter and what is allowed. */
@@ -72,6 +73,24 @@ const getSeries = Effect.gen(function*() {
 
 const healthz = Effect.succeed(HttpServerResponse.unsafeJson({ status: "ok" }))
 
+const openApiDocument = HttpServerResponse.unsafeJson(openApi)
+
+/**
+ * The docs page (Scalar, with its script inline: no CDN), built on its first request: the module holds 3 MB
+ * of script that a service nobody browses need not load. Static once built, so its scope is never closed.
+ */
+const docsApp = Effect.runSync(Effect.cached(
+  Effect.gen(function*() {
+    const [{ layerHttpLayerRouter }, { toHttpEffect }] = yield* Effect.promise(() =>
+      Promise.all([import("@effect/platform/HttpApiScalar"), import("@effect/platform/HttpLayerRouter")])
+    )
+    const scope = yield* Scope.make()
+    return yield* toHttpEffect(layerHttpLayerRouter({ api: Api, path: "/docs" })).pipe(Scope.extend(scope))
+  })
+))
+
+const docs = Effect.scoped(Effect.flatMap(docsApp, (app) => app))
+
 const readyz = Effect.gen(function*() {
   const ch = yield* ClickHouse
   return yield* ch.ping.pipe(
@@ -115,7 +134,9 @@ export const MetricsRouter = HttpRouter.empty.pipe(
   route("/api/metrics/summary", getSummary),
   route("/api/metrics/series", getSeries),
   route("/healthz", healthz),
-  route("/readyz", readyz)
+  route("/readyz", readyz),
+  route("/openapi.json", Effect.succeed(openApiDocument)),
+  route("/docs", docs)
 )
 
 const notFound = toResponse(new ApiError({ status: 404, code: "not_found", message: "No such endpoint." }))
