@@ -4,6 +4,8 @@
  *   npm run bench -- --quick            under 2 minutes: c=100 (0.5 s + 2 s), bursts of 300, 500k rows, no pools
  *   options: --duration S  --only a,c,e  --scenarios metrics,c100,burst  --pools 1,2,4,8,16  --no-pools
  *            --connections 100,1000  --burst N  --rows N  --no-build
+ * The series scenario (--scenarios series): /api/metrics/series?interval=1h on the big table, c=100, API off and
+ * on, next to raw ClickHouse running the same SQL.
  * Systems: (a) raw ClickHouse HTTP, (b) naive Node server with a client per request, (c) naive Node server
  * with one shared client, (d) constant JSON (the ceiling for Node), (e) the API with COALESCE_READS=false,
  * (f) the API with COALESCE_READS=true. Every body is checked.
@@ -26,6 +28,7 @@ import {
   scenarioTitle,
   type Settings
 } from "./bench/report.ts"
+import { benchSeries, type SeriesOutcome, seriesMarkdown } from "./bench/series.ts"
 import { killAll, peakRssMb, resetPeakRss, type Running, start, type System, systems } from "./bench/systems.ts"
 
 const { values: args } = parseArgs({
@@ -318,6 +321,22 @@ const main = async () => {
     })))
   }
 
+  let seriesReport = ""
+  let seriesOutcomes: ReadonlyArray<SeriesOutcome> = []
+  const seriesLoad: Load = { kind: "duration", connections: 100, seconds: durationS, warmupSeconds: runWarmupS }
+  const apis = chosen.filter((s) => s.id === "e" || s.id === "f")
+  if ((filters === undefined || filters.includes("series")) && apis.length > 0) {
+    seriesOutcomes = await benchSeries({
+      target: { clickhouse: url, table: bigTable, logDir },
+      total: totals.get(bigTable) ?? NaN,
+      api: apis,
+      load: seriesLoad,
+      timeoutS,
+      log
+    })
+    seriesReport = seriesMarkdown(bigTable, seriesLoad, seriesOutcomes)
+  }
+
   const wallS = (performance.now() - t0) / 1000
   const report = markdown(
     startedAt,
@@ -328,15 +347,24 @@ const main = async () => {
     `analytics.${bigTable}, c=${poolLoad.connections}, ${durationS} s per size`,
     wallS
   )
-  process.stdout.write(`${report}\n`)
+  const fullReport = seriesReport === "" ? report : `${report}\n\n${seriesReport}`
+  process.stdout.write(`${fullReport}\n`)
   const json = JSON.stringify(
-    { startedAt, wallSeconds: Math.round(wallS), machine: machine(version), settings, scenarios, pools: poolReports },
+    {
+      startedAt,
+      wallSeconds: Math.round(wallS),
+      machine: machine(version),
+      settings,
+      scenarios,
+      pools: poolReports,
+      series: seriesOutcomes
+    },
     null,
     2
   )
   Fs.writeFileSync(Path.join(outDir, `${startedAt.toISOString().replace(/[:.]/g, "-")}.json`), json)
   Fs.writeFileSync(Path.join(outDir, "latest.json"), json)
-  Fs.writeFileSync(Path.join(outDir, "latest.md"), `${report}\n`)
+  Fs.writeFileSync(Path.join(outDir, "latest.md"), `${fullReport}\n`)
   Fs.writeFileSync(Path.join(outDir, "latest.svg"), svg(startedAt, scenarios))
   log(`wrote bench-results/latest.{json,md,svg} in ${Math.round(wallS)} s`)
 }

@@ -1,12 +1,12 @@
 /**
- * A fault-injecting proxy in front of ClickHouse, for chaos runs (see test/support/proxy.ts for the faults).
+ * A fault-injecting proxy in front of ClickHouse, for chaos runs (see scripts/support/proxy.ts for the faults).
  *   tsx scripts/proxy.ts --target http://127.0.0.1:8123 [--port P] [--rate 0.2] [--mix reset=1,cut=1,...]
  *     [--latency-ms 200] [--jitter-ms 50] [--latency-on request|response|both] [--cut-fraction 0.5]
  *     [--seed 42] [--every 10]
  * Prints its URL, then one JSON line of counts every `--every` seconds (0: never) and on SIGINT/SIGTERM.
  */
 import { parseArgs } from "node:util"
-import { type Fault, faults, type ProxyOptions, startProxy } from "../test/support/proxy.ts"
+import { type Fault, faults, type ProxyOptions, startProxy } from "./support/proxy.ts"
 
 const fail = (message: string): never => {
   process.stderr.write(`scripts/proxy: ${message}\n`)

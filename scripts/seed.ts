@@ -7,7 +7,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Schema } from "effect"
-import { createSchema, insertDemoRows } from "../src/ClickHouse/Bootstrap.ts"
+import { createSchema, insertDemoRows } from "../src/Bootstrap.ts"
 import { ClickHouse, layerConfig } from "../src/ClickHouse/ClickHouse.ts"
 import { qualifiedName, type TableConfig, tableConfig } from "../src/Config.ts"
 import { ClickHouseNumber } from "../src/Domain/Metrics.ts"

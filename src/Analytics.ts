@@ -11,7 +11,7 @@
  */
 import { HttpApp, HttpRouter } from "@effect/platform"
 import { Config, Context, Effect, Layer } from "effect"
-import { bootstrapIfEmpty } from "./ClickHouse/Bootstrap.js"
+import { bootstrapIfEmpty } from "./Bootstrap.js"
 import * as ClickHouse from "./ClickHouse/ClickHouse.js"
 import {
   type ClickHouseConfig,
@@ -20,6 +20,8 @@ import {
   type HttpConfig,
   httpConfig,
   qualifiedName,
+  type QueryLimits,
+  queryLimits,
   type TableConfig,
   tableConfig
 } from "./Config.js"
@@ -73,11 +75,12 @@ export interface Options {
   readonly clickHouse: ClickHouseConfig
   readonly table: TableConfig
   readonly http?: HttpConfig
+  readonly limits?: QueryLimits
 }
 
 /** Everything `app` and `mount` need, from explicit settings. */
 export const layer = (options: Options): Layer.Layer<Services, StartupError> =>
-  Layer.mergeAll(httpLayer(options.http), Metrics.layer(options.table), bootstrapLayer(options.table)).pipe(
+  Layer.mergeAll(httpLayer(options.http), Metrics.layer(options.table, options.limits), bootstrapLayer(options.table)).pipe(
     Layer.provideMerge(ClickHouse.layer(options.clickHouse))
   )
 
@@ -85,7 +88,8 @@ export const layer = (options: Options): Layer.Layer<Services, StartupError> =>
 export const config: Config.Config<Required<Options>> = Config.all({
   clickHouse: clickHouseConfig,
   table: tableConfig,
-  http: httpConfig
+  http: httpConfig,
+  limits: queryLimits
 })
 
 /** `layer` with its settings read from the environment; a bad one fails with a `ConfigError` naming it. */

@@ -1,7 +1,7 @@
 /** The public surface for embedding analytics-api in another Effect app. */
 export * as Analytics from "./Analytics.js"
 export { AppLive } from "./App.js"
-export { createSchema, insertDemoRows } from "./ClickHouse/Bootstrap.js"
+export { createSchema, insertDemoRows } from "./Bootstrap.js"
 export {
   ClickHouse,
   layer as ClickHouseLayer,

@@ -32,7 +32,7 @@ import {
   uniqueTable
 } from "./support/layers.ts"
 import { resetTo } from "./support/suites.ts"
-import { insertDemoRows } from "../src/ClickHouse/Bootstrap.ts"
+import { insertDemoRows } from "../src/Bootstrap.ts"
 
 /** Causes as a driver would write them: everything a caller must never see. */
 const leaky = new Error("Code: 202. DB::Exception: Too many simultaneous queries. (SELECT sum(value) FROM analytics.metrics) 127.0.0.1:8123")

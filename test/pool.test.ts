@@ -5,7 +5,7 @@ import { afterAll, beforeAll } from "vitest"
 import { ClickHouse, layer } from "../src/ClickHouse/ClickHouse.ts"
 import { config, describeReal, hasRealServer, quietLogs, remoteBackend } from "./support/layers.ts"
 import { startServer, removeServer } from "./support/clickhouse-server.ts"
-import { type Proxy, startProxy } from "./support/proxy.ts"
+import { type Proxy, startProxy } from "../scripts/support/proxy.ts"
 
 const Sleep = Schema.Struct({ s: Schema.Number })
 

@@ -4,7 +4,7 @@ import * as Net from "node:net"
 import * as Path from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest"
 import { startServer, removeServer } from "./support/clickhouse-server.ts"
-import { mulberry32, type Proxy, startProxy } from "./support/proxy.ts"
+import { mulberry32, type Proxy, startProxy } from "../scripts/support/proxy.ts"
 
 // A server of this file's own with a short keep-alive, so the stale-socket case is quick to reach.
 const dir = Path.resolve(import.meta.dirname, `../.clickhouse/test-proxy-${process.pid}`)

@@ -1,6 +1,6 @@
 /** Hostile requests written on plain sockets (so nothing is cleaned up on the way), each answer read and classified. */
 import * as Net from "node:net"
-import { mulberry32 } from "../../test/support/proxy.ts"
+import { mulberry32 } from "../support/proxy.ts"
 import { generate, type HostileRequest } from "./generate.ts"
 import { countBy } from "./report.ts"
 

@@ -8,24 +8,22 @@ import { InvalidQuery } from "../Metrics.js"
 export const fromClickHouseError = (error: ClickHouseError): ApiError => {
   switch (error._tag) {
     case "ClickHouseOverloaded":
-      return new ApiError({
-        status: 503,
-        code: "overloaded",
+      return new ApiError({ code: "overloaded",
         message: "The service is at capacity; retry shortly.",
         retryAfterSeconds: 1
       })
     case "ClickHouseUnavailable":
-      return new ApiError({ status: 503, code: "unavailable", message: "The analytics database is unavailable." })
+      return new ApiError({ code: "unavailable", message: "The analytics database is unavailable." })
     case "ClickHouseTimeout":
-      return new ApiError({ status: 504, code: "timeout", message: "The query did not finish in time." })
+      return new ApiError({ code: "timeout", message: "The query did not finish in time." })
     case "ClickHouseQueryError":
-      return new ApiError({ status: 500, code: "query_failed", message: "The analytics query failed." })
+      return new ApiError({ code: "query_failed", message: "The analytics query failed." })
     case "ClickHouseBadResponse":
-      return new ApiError({ status: 502, code: "bad_response", message: "The analytics database sent an unreadable answer." })
+      return new ApiError({ code: "bad_response", message: "The analytics database sent an unreadable answer." })
   }
 }
 
-export const internalError = new ApiError({ status: 500, code: "internal", message: "Internal server error." })
+export const internalError = new ApiError({ code: "internal", message: "Internal server error." })
 
 export const toResponse = (error: ApiError): HttpServerResponse.HttpServerResponse => {
   const response = HttpServerResponse.unsafeJson(
@@ -45,26 +43,36 @@ const reasonOf = (error: ClickHouseError): string =>
     ? error._tag
     : firstLine(error.cause)
 
+/** The failures a route may have. A route with any other error type does not compile (see Router.route). */
+export type HandledError = ApiError | ClickHouseError | InvalidQuery
+
+const toApiError = (error: HandledError): ApiError => {
+  switch (error._tag) {
+    case "ApiError":
+      return error
+    case "InvalidQuery":
+      return new ApiError({ code: "bad_request", message: error.message })
+    default:
+      return fromClickHouseError(error)
+  }
+}
+
 /**
  * The one edge where failures become responses. The caller gets our code and message. The log gets one
  * line (annotated with the request id by the middleware): the failure class and the driver's reason for a
  * ClickHouse failure, which is expected in an outage; the full cause for anything else, which is a bug.
  */
-export const handleCause = <E>(cause: Cause.Cause<E>) =>
+export const handleCause = (cause: Cause.Cause<HandledError>) =>
   Effect.gen(function*() {
     if (Cause.isInterruptedOnly(cause)) return yield* Effect.failCause(cause as Cause.Cause<never>)
     const failure = Cause.failureOption(cause)
-    if (failure._tag === "Some" && failure.value instanceof ApiError) return toResponse(failure.value)
-    if (failure._tag === "Some" && failure.value instanceof InvalidQuery) {
-      return toResponse(new ApiError({ status: 400, code: "bad_request", message: failure.value.message }))
+    if (failure._tag === "None") {
+      yield* Effect.logError(`request failed: ${internalError.code}`, cause)
+      return toResponse(internalError)
     }
-    if (failure._tag === "Some" && isClickHouseError(failure.value)) {
-      const error = fromClickHouseError(failure.value)
-      if (error.status >= 500) {
-        yield* Effect.logError(`request failed: ${error.code}`).pipe(Effect.annotateLogs("reason", reasonOf(failure.value)))
-      }
-      return toResponse(error)
+    const error = toApiError(failure.value)
+    if (error.status >= 500 && isClickHouseError(failure.value)) {
+      yield* Effect.logError(`request failed: ${error.code}`).pipe(Effect.annotateLogs("reason", reasonOf(failure.value)))
     }
-    yield* Effect.logError(`request failed: ${internalError.code}`, cause)
-    return toResponse(internalError)
+    return toResponse(error)
   })

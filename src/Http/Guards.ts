@@ -16,7 +16,7 @@ const presented = (request: HttpServerRequest.HttpServerRequest): string | undef
 }
 
 const unauthorized = HttpServerResponse.setHeader(
-  toResponse(new ApiError({ status: 401, code: "unauthorized", message: "A valid API key is required." })),
+  toResponse(new ApiError({ code: "unauthorized", message: "A valid API key is required." })),
   "www-authenticate",
   "Bearer"
 )
@@ -43,7 +43,7 @@ export const apiKeyAuth = (keys: ReadonlyArray<Redacted.Redacted<string>>, open:
   )
 }
 
-const timedOut = toResponse(new ApiError({ status: 504, code: "timeout", message: "The request did not finish in time." }))
+const timedOut = toResponse(new ApiError({ code: "timeout", message: "The request did not finish in time." }))
 
 /** Each request has a deadline; past it the work is interrupted (down to the ClickHouse query) and the caller gets 504. */
 export const deadline = (timeout: Duration.Duration) =>
@@ -58,7 +58,7 @@ export const bodyLimit = (maxBytes: number) =>
       const length = Number(request.headers["content-length"] ?? "0")
       return Number.isFinite(length) && length <= maxBytes ? app : Effect.succeed(
         HttpServerResponse.setHeader(
-          toResponse(new ApiError({ status: 413, code: "payload_too_large", message: `Bodies are limited to ${maxBytes} bytes.` })),
+          toResponse(new ApiError({ code: "payload_too_large", message: `Bodies are limited to ${maxBytes} bytes.` })),
           "connection",
           "close"
         )

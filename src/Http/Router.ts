@@ -5,7 +5,7 @@ import { ApiError } from "../Domain/ApiError.js"
 import { FilterParams, normalizeFilter, SeriesParams } from "../Domain/Query.js"
 import { Metrics } from "../Metrics.js"
 import { Api, openApi } from "./Api.js"
-import { handleCause, toResponse } from "./ErrorResponse.js"
+import { type HandledError, handleCause, toResponse } from "./ErrorResponse.js"
 
 /** Query parameters decoded with `schema`; anything else is a 400 that names the parameter and what is allowed. */
 const decodeParams = <Fields extends Schema.Struct.Fields>(schema: Schema.Struct<Fields>, single: ReadonlyArray<string>) =>
@@ -22,9 +22,7 @@ const decodeParams = <Fields extends Schema.Struct.Fields>(schema: Schema.Struct
       Effect.mapError((error) => {
         const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
         const name = String(issue?.path[0] ?? "")
-        return new ApiError({
-          status: 400,
-          code: "bad_request",
+        return new ApiError({ code: "bad_request",
           message: issue?._tag === "Missing" ? `${name}: required` : `${name}: ${issue?.message ?? "not valid"}`
         })
       })
@@ -36,7 +34,7 @@ const decodeParams = <Fields extends Schema.Struct.Fields>(schema: Schema.Struct
     return decoded
   })
 
-const badRequest = (message: string) => Effect.fail(new ApiError({ status: 400, code: "bad_request", message }))
+const badRequest = (message: string) => Effect.fail(new ApiError({ code: "bad_request", message }))
 
 const json = (body: unknown) => HttpServerResponse.unsafeJson(body)
 
@@ -89,7 +87,9 @@ const docsApp = Effect.runSync(Effect.cached(
   })
 ))
 
-const docs = Effect.scoped(Effect.flatMap(docsApp, (app) => app))
+const notFound = toResponse(new ApiError({ code: "not_found", message: "No such endpoint." }))
+
+const docs = Effect.scoped(Effect.flatMap(docsApp, (app) => app)).pipe(Effect.catchAll(() => Effect.succeed(notFound)))
 
 const readyz = Effect.gen(function*() {
   const ch = yield* ClickHouse
@@ -97,7 +97,7 @@ const readyz = Effect.gen(function*() {
     Effect.as(HttpServerResponse.unsafeJson({ status: "ready", clickhouse: ch.target.kind })),
     Effect.catchAll(() =>
       Effect.succeed(toResponse(
-        new ApiError({ status: 503, code: "unavailable", message: "The analytics database is not reachable." })
+        new ApiError({ code: "unavailable", message: "The analytics database is not reachable." })
       ))
     )
   )
@@ -105,14 +105,15 @@ const readyz = Effect.gen(function*() {
 
 const methodNotAllowed = (allow: string) =>
   Effect.succeed(HttpServerResponse.setHeader(
-    toResponse(new ApiError({ status: 405, code: "method_not_allowed", message: `Use ${allow}.` })),
+    toResponse(new ApiError({ code: "method_not_allowed", message: `Use ${allow}.` })),
     "allow",
     allow
   ))
 
 const otherMethods = ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const
 
-const route = <E, R>(path: HttpRouter.PathInput, handler: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
+/** A GET (and HEAD) route whose every failure is mapped by the error edge: its error type must be a `HandledError`. */
+const route = <R>(path: HttpRouter.PathInput, handler: Effect.Effect<HttpServerResponse.HttpServerResponse, HandledError, R>) =>
   <E0, R0>(router: HttpRouter.HttpRouter<E0, R0>) =>
     router.pipe(
       HttpRouter.get(path, Effect.catchAllCause(handler, handleCause)),
@@ -139,14 +140,11 @@ export const MetricsRouter = HttpRouter.empty.pipe(
   route("/docs", docs)
 )
 
-const notFound = toResponse(new ApiError({ status: 404, code: "not_found", message: "No such endpoint." }))
-
 /** The router as a whole app: unknown paths get a JSON 404, and nothing escapes unmapped. */
 export const MetricsApp = MetricsRouter.pipe(
   Effect.catchAllCause((cause) => {
     const failure = Cause.failureOption(cause)
-    return failure._tag === "Some" && failure.value._tag === "RouteNotFound"
-      ? Effect.succeed(notFound)
-      : handleCause(cause)
+    // Routes map their own failures: what is left is a path no route has, or a defect.
+    return failure._tag === "Some" ? Effect.succeed(notFound) : handleCause(cause as Cause.Cause<never>)
   })
 )

@@ -4,10 +4,15 @@ import { Duration, Effect, Layer, Option } from "effect"
 import * as Http from "node:http"
 import type { Duplex } from "node:stream"
 import type { ServerConfig } from "../Config.js"
+import { type ErrorCode, statusOf } from "../Domain/ApiError.js"
 import { firstLine, StartupError } from "../Domain/StartupError.js"
 
-const clientErrorBody = (status: number, code: string, message: string) => {
-  const body = JSON.stringify({ error: { code, message } })
+/** Answers written straight to Node, outside the app (its parser's rejections): statuses from the same table. */
+const errorJson = (code: ErrorCode, message: string) => JSON.stringify({ error: { code, message } })
+
+const clientErrorBody = (code: ErrorCode, message: string) => {
+  const status = statusOf[code]
+  const body = errorJson(code, message)
   return `HTTP/1.1 ${status} ${Http.STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
     `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
 }
@@ -16,10 +21,10 @@ const clientErrorBody = (status: number, code: string, message: string) => {
 const onClientError = (error: Error & { code?: string }, socket: Duplex) => {
   if (socket.writable && !(socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
     const answer = error.code === "HPE_HEADER_OVERFLOW"
-      ? clientErrorBody(431, "headers_too_large", "The request line or headers are too large.")
+      ? clientErrorBody("headers_too_large", "The request line or headers are too large.")
       : error.code === "ERR_HTTP_REQUEST_TIMEOUT" || error.code === "ERR_HTTP_HEADERS_TIMEOUT"
-      ? clientErrorBody(408, "request_timeout", "The request was not received in time.")
-      : clientErrorBody(400, "bad_request", "The request is not valid HTTP.")
+      ? clientErrorBody("request_timeout", "The request was not received in time.")
+      : clientErrorBody("bad_request", "The request is not valid HTTP.")
     socket.end(answer)
   } else {
     socket.destroy()
@@ -41,18 +46,18 @@ const createServer = () => {
   server.on("clientError", onClientError)
   // Requests Node would otherwise answer itself, without a body, or not at all.
   server.on("checkExpectation", (_request: Http.IncomingMessage, response: Http.ServerResponse) => {
-    response.writeHead(417, { "content-type": "application/json", connection: "close" })
-    response.end(JSON.stringify({ error: { code: "bad_request", message: "Only Expect: 100-continue is supported." } }))
+    response.writeHead(statusOf.expectation_failed, { "content-type": "application/json", connection: "close" })
+    response.end(errorJson("expectation_failed", "Only Expect: 100-continue is supported."))
   })
   server.on("connect", (_request: Http.IncomingMessage, socket: Duplex) => {
-    socket.end(clientErrorBody(405, "method_not_allowed", "CONNECT is not supported."))
+    socket.end(clientErrorBody("method_not_allowed", "CONNECT is not supported."))
   })
   // The port is taken before ClickHouse is ready (so that a busy port fails first): until the app serves,
   // and after it stops, a request gets a JSON 503 instead of hanging with no handler.
   server.on("request", (_request: Http.IncomingMessage, response: Http.ServerResponse) => {
     if (server.listenerCount("request") > 1) return
-    response.writeHead(503, { "content-type": "application/json", "retry-after": "1", connection: "close" })
-    response.end(JSON.stringify({ error: { code: "unavailable", message: "The service is starting or stopping." } }))
+    response.writeHead(statusOf.unavailable, { "content-type": "application/json", "retry-after": "1", connection: "close" })
+    response.end(errorJson("unavailable", "The service is starting or stopping."))
   })
   return server
 }

@@ -1,7 +1,7 @@
 import { expect } from "@effect/vitest"
 import type { Vitest } from "@effect/vitest"
 import { Effect, Either, FastCheck, Schema } from "effect"
-import { insertDemoRows } from "../../src/ClickHouse/Bootstrap.ts"
+import { insertDemoRows } from "../../src/Bootstrap.ts"
 import { ClickHouse } from "../../src/ClickHouse/ClickHouse.ts"
 import { qualifiedName, type TableConfig } from "../../src/Config.ts"
 import { TotalRow } from "../../src/Domain/Metrics.ts"

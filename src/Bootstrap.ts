@@ -1,7 +1,7 @@
 import { Effect, Schema } from "effect"
-import { qualifiedName, type TableConfig } from "../Config.js"
-import { demoRows } from "../Domain/Metrics.js"
-import { ClickHouse } from "./ClickHouse.js"
+import { qualifiedName, type TableConfig } from "./Config.js"
+import { demoRows } from "./Domain/Metrics.js"
+import { ClickHouse } from "./ClickHouse/ClickHouse.js"
 
 const ExistsRow = Schema.Struct({ result: Schema.Union(Schema.Number, Schema.NumberFromString) })
 
