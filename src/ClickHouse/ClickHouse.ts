@@ -1,36 +1,27 @@
-import { ClickHouseLogLevel, createClient, type ClickHouseClient, type ClickHouseSettings } from "@clickhouse/client"
-import { Context, Duration, Effect, Layer, Option, ParseResult, Pool, Redacted, Ref, Schema, Scope } from "effect"
+import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client"
+import { Context, Duration, Effect, Layer, Option, ParseResult, Pool, Ref, Schema, Scope } from "effect"
 import { randomUUID } from "node:crypto"
-import { mkdirSync } from "node:fs"
-import { type Backend, type ClickHouseConfig, clickHouseConfig } from "../Config.js"
+import { type ClickHouseConfig, clickHouseConfig } from "../Config.js"
 import {
   type ClickHouseError,
   ClickHouseBadResponse,
   ClickHouseOverloaded,
-  ClickHouseTimeout,
-  ClickHouseUnavailable
+  ClickHouseTimeout
 } from "../Domain/ClickHouseError.js"
-import { firstLine, StartupError } from "../Domain/StartupError.js"
+import type { StartupError } from "../Domain/StartupError.js"
+import * as Backend from "./Backend.js"
 import { breaksConnection, classify } from "./Classify.js"
 import { makeCoalescer } from "./Coalesce.js"
 import { makeGate } from "./Gate.js"
 import { hedgeRead, makeRetryBudget, retryRead } from "./Retry.js"
+import { detect, type ServerInfo } from "./ServerInfo.js"
 import * as Sql from "./Sql.js"
 
-export type Target =
-  | { readonly kind: "remote"; readonly url: string }
-  | { readonly kind: "embedded"; readonly path: string }
-
-export interface ServerInfo {
-  readonly version: string
-  /** Whether the server binds `{name:Type}` parameters itself; without them values are sent as escaped literals. */
-  readonly serverParams: boolean
-  /** The optional settings we would like to send that this server knows; an unknown setting fails every query. */
-  readonly settings: ReadonlySet<string>
-}
+export type { Target } from "./Backend.js"
+export type { ServerInfo } from "./ServerInfo.js"
 
 export interface ClickHouse {
-  readonly target: Target
+  readonly target: Backend.Target
   /**
    * Runs a read and decodes every row with `schema`. `params` are bound server-side (`{name:Type}` in the SQL;
    * modern servers and the embedded engine). Identical reads in flight share runs (see Coalesce.ts).
@@ -83,121 +74,10 @@ interface Connection {
   readonly client: ClickHouseClient
 }
 
-const wantedSettings = ["max_execution_time", "cancel_http_readonly_queries_on_client_close", "wait_end_of_query", "readonly"]
-
-/** The server's own time limit, in whole seconds, below our deadline so the server gives up first. */
-export const serverTimeLimit = (deadline: Duration.Duration): number =>
-  Math.max(1, Math.floor(Duration.toSeconds(deadline) * 0.9))
-
-const pingTimeout = Duration.seconds(1)
-
-const silentLog = { level: ClickHouseLogLevel.OFF }
-
-const remoteClient = (url: URL, config: ClickHouseConfig, sockets: number): ClickHouseClient => {
-  const bare = new URL(url)
-  const username = decodeURIComponent(bare.username) || config.username
-  const password = decodeURIComponent(bare.password) || Redacted.value(config.password)
-  bare.username = ""
-  bare.password = ""
-  return createClient({
-    url: bare,
-    username,
-    password,
-    application: "analytics-api",
-    max_open_connections: sockets,
-    // Inactivity limit only: the query deadline is enforced with an AbortSignal.
-    request_timeout: Duration.toMillis(config.queryTimeout) + 5_000,
-    keep_alive: { enabled: true, idle_socket_ttl: Duration.toMillis(config.idleSocketTtl) },
-    log: silentLog
-  })
-}
-
-type ChdbConnectionOption = NonNullable<NonNullable<Parameters<typeof createClient>[0]>["connection"]>
-
-const isMissingModule = (error: unknown) =>
-  error instanceof Error && (error as { code?: unknown }).code === "ERR_MODULE_NOT_FOUND" && error.message.includes("chdb")
-
-const embeddedClient = (path: string) =>
-  Effect.tryPromise({
-    try: async () => {
-      mkdirSync(path, { recursive: true })
-      const { createChdbConnection } = await import("chdb/connection")
-      // chdb implements the client's Connection contract against its own copy of the type declarations.
-      const connection = createChdbConnection({ path }) as unknown as ChdbConnectionOption
-      return createClient({ connection, log: silentLog })
-    },
-    catch: (cause) =>
-      new StartupError({
-        message: isMissingModule(cause)
-          ? "The embedded engine needs the optional package chdb, which is not installed: run `npm install chdb`, or set CLICKHOUSE_URL=http://host:8123 to use a ClickHouse server"
-          : `The embedded engine could not open ${path}: ${firstLine(cause)}`,
-        cause
-      })
-  })
-
-const closeClient = (client: ClickHouseClient) => Effect.promise(() => client.close().catch(() => undefined))
-
-const pingClient = (client: ClickHouseClient): Effect.Effect<void, ClickHouseError> =>
-  Effect.tryPromise({ try: () => client.ping(), catch: classify }).pipe(
-    Effect.flatMap((result) =>
-      result.success ? Effect.void : Effect.fail(classify((result as { error: unknown }).error))
-    ),
-    Effect.timeoutFail({ duration: pingTimeout, onTimeout: () => new ClickHouseUnavailable({ cause: "ping timed out" }) })
-  )
-
-/** `CLICKHOUSE_URL` unset: the original default if something answers there, else the embedded engine. */
-const resolveBackend = (backend: Backend, config: ClickHouseConfig) =>
-  Effect.gen(function*() {
-    if (backend._tag !== "Auto") return backend
-    const probe = remoteClient(backend.url, config, 1)
-    const reachable = yield* pingClient(probe).pipe(
-      Effect.as(true),
-      Effect.orElseSucceed(() => false),
-      Effect.ensuring(closeClient(probe))
-    )
-    if (reachable) {
-      yield* Effect.logInfo(`CLICKHOUSE_URL is unset; using the ClickHouse server that answers at ${backend.url.origin}`)
-      return { _tag: "Remote", url: backend.url } as const
-    }
-    yield* Effect.logWarning(
-      `No ClickHouse answered at ${backend.url.origin}: using the embedded engine (chDB) with data in ${backend.path}. ` +
-        "Set CLICKHOUSE_URL=http://host:8123 to use a server, or CLICKHOUSE_URL=embedded to skip this check."
-    )
-    return { _tag: "Embedded", path: backend.path } as const
-  })
-
-const readJson = async (client: ClickHouseClient, params: Parameters<ClickHouseClient["query"]>[0]) => {
-  const result = await client.query({ ...params, format: "JSONEachRow" })
-  try {
-    return await result.json<unknown>()
-  } catch (error) {
-    result.close()
-    throw error
-  }
-}
-
 export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, StartupError, Scope.Scope> =>
   Effect.gen(function*() {
-    const backend = yield* resolveBackend(config.backend, config)
-    const target: Target = backend._tag === "Remote"
-      ? { kind: "remote", url: backend.url.origin }
-      : { kind: "embedded", path: backend.path }
-
-    // The embedded engine is one per process: every pooled item shares its client, the pool still bounds concurrency.
-    const shared = backend._tag === "Embedded"
-      ? yield* Effect.acquireRelease(embeddedClient(backend.path), closeClient)
-      : undefined
-    const control = shared ?? (yield* Effect.acquireRelease(
-      Effect.sync(() => remoteClient((backend as { url: URL }).url, config, 2)),
-      closeClient
-    ))
-
-    const acquire: Effect.Effect<Connection, never, Scope.Scope> = shared
-      ? Effect.succeed({ client: shared })
-      : Effect.acquireRelease(
-        Effect.sync(() => ({ client: remoteClient((backend as { url: URL }).url, config, 1) })),
-        (connection) => closeClient(connection.client)
-      )
+    const { connect, control, target } = yield* Backend.open(config)
+    const acquire = Effect.map(connect, (client): Connection => ({ client }))
 
     const pool = yield* Pool.makeWithTTL({
       acquire,
@@ -223,30 +103,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       overloaded: () => new ClickHouseOverloaded({ reason: "pool" })
     })
 
-    const detectInfo = Effect.tryPromise({
-      try: async () => {
-        const [version] = await readJson(control, { query: "SELECT version() AS version" }) as Array<{ version: string }>
-        const names = await readJson(control, {
-          query: `SELECT name FROM system.settings WHERE name IN (${wantedSettings.map((s) => `'${s}'`).join(", ")})`
-        }) as Array<{ name: string }>
-        const settings = new Set(names.map((row) => row.name))
-        const serverParams = await readJson(control, { query: "SELECT {probe:UInt8} AS probe", query_params: { probe: 1 } })
-          .then(() => true, () => false)
-        // An HTTP-interface parameter on every server version, a listed setting only on newer ones.
-        if (target.kind === "remote") settings.add("wait_end_of_query")
-        // The embedded engine refuses even plain reads under readonly; it is in-process, with no other users.
-        else settings.delete("readonly")
-        return { version: version?.version ?? "unknown", serverParams, settings }
-      },
-      catch: classify
-    }).pipe(
-      Effect.timeoutFail({ duration: config.queryTimeout, onTimeout: () => new ClickHouseTimeout({}) }),
-      Effect.tap((info) =>
-        Effect.logInfo(`ClickHouse ${info.version} (${target.kind}); optional settings: ${[...info.settings].join(", ")}; ` +
-            `values bound ${info.serverParams ? "server-side" : "as escaped literals"}`)
-      )
-    )
-
+    const detectInfo = detect(control, target, config.queryTimeout)
     const cachedInfo = Effect.flatten(Ref.get(infoRef))
 
     // Detected once, at the first successful contact; a failed attempt is retried by the next caller.
@@ -260,29 +117,11 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       )
     )
 
-    // Computed once per server, not per query. Reads also run read-only where the server knows the setting.
-    const settingsCache = new WeakMap<ServerInfo, { readonly read: ClickHouseSettings; readonly write: ClickHouseSettings }>()
-    const settingsFor = (info: ServerInfo, read: boolean): ClickHouseSettings => {
-      let settings = settingsCache.get(info)
-      if (settings === undefined) {
-        const wanted: ClickHouseSettings = {
-          max_execution_time: serverTimeLimit(config.queryTimeout),
-          cancel_http_readonly_queries_on_client_close: 1,
-          wait_end_of_query: 1
-        }
-        const write = Object.fromEntries(Object.entries(wanted).filter(([name]) => info.settings.has(name)))
-        // readonly=2: no writes or DDL, but settings such as max_execution_time may still be sent.
-        settings = { write, read: info.settings.has("readonly") ? { ...write, readonly: "2" } : write }
-        settingsCache.set(info, settings)
-      }
-      return read ? settings.read : settings.write
-    }
-
     // Old servers do not stop a read when its HTTP client goes away: kill it by query_id.
     const cancelOnServer = (info: ServerInfo, queryId: string) =>
       target.kind === "remote" && !info.settings.has("cancel_http_readonly_queries_on_client_close")
         ? Effect.tryPromise(() => control.command({ query: `KILL QUERY WHERE query_id = '${queryId}' ASYNC` })).pipe(
-          Effect.timeout(pingTimeout),
+          Effect.timeout(Backend.pingTimeout),
           Effect.ignore,
           Effect.forkDaemon,
           Effect.asVoid
@@ -306,7 +145,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
             yield* Effect.annotateCurrentSpan("clickhouse.query_id", queryId)
             return yield* Effect.tryPromise({
               try: (signal) =>
-                f(connection.client, { abort_signal: signal, query_id: queryId, clickhouse_settings: settingsFor(info, read) }),
+                f(connection.client, { abort_signal: signal, query_id: queryId, clickhouse_settings: read ? info.readSettings : info.writeSettings }),
               catch: classify
             }).pipe(
               Effect.onInterrupt(() => cancelOnServer(info, queryId)),
@@ -338,7 +177,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       coalescer.run(
         readKey(sql, queryParams),
         run("query", true, (client, params) =>
-          readJson(client, { query: sql, ...params, ...(queryParams ? { query_params: queryParams } : {}) }))
+          Backend.readJson(client, { query: sql, ...params, ...(queryParams ? { query_params: queryParams } : {}) }))
       ).pipe(
         Effect.flatMap((rows) =>
           rowsDecoder(schema)(rows).pipe(Effect.mapError((cause) => new ClickHouseBadResponse({ cause })))
@@ -363,7 +202,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
           query_id: params.query_id
         }))
 
-    const ping = pingClient(control).pipe(Effect.withSpan("ClickHouse.ping"))
+    const ping = Backend.pingClient(control).pipe(Effect.withSpan("ClickHouse.ping"))
 
     const reachable = yield* ping.pipe(Effect.either)
     if (reachable._tag === "Left") {
