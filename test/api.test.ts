@@ -3,19 +3,12 @@ import { Validator } from "@seriousme/openapi-schema-validator"
 import { Effect, Either } from "effect"
 import { client } from "../src/Http/Api.ts"
 import { config, embeddedBackend, getJson, request, stack, uniqueTable } from "./support/layers.ts"
+import { demo } from "./support/model.ts"
 import { resetTo } from "./support/suites.ts"
 
 const table = uniqueTable("api")
 
 const start = 1_704_067_200
-const demo = [
-  { ts: start, metric_name: "page_views", value: 100 },
-  { ts: start + 3600, metric_name: "page_views", value: 150 },
-  { ts: start + 7200, metric_name: "page_views", value: 200 },
-  { ts: start, metric_name: "errors", value: 2 },
-  { ts: start + 3600, metric_name: "errors", value: 1 },
-  { ts: start + 7200, metric_name: "errors", value: 5 }
-]
 
 layer(stack(config(embeddedBackend()), table), { excludeTestServices: true })("the API's contract", (it) => {
   it.effect("/openapi.json is a valid OpenAPI 3.1 document listing every endpoint and parameter", () =>

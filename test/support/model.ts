@@ -10,6 +10,18 @@ export interface Row {
   readonly value: number
 }
 
+const start = 1_704_067_200 // 2024-01-01T00:00:00Z
+
+/** The six demo rows (total 458), with their times as Unix seconds. */
+export const demo: ReadonlyArray<Row> = [
+  { ts: start, metric_name: "page_views", value: 100 },
+  { ts: start + 3600, metric_name: "page_views", value: 150 },
+  { ts: start + 7200, metric_name: "page_views", value: 200 },
+  { ts: start, metric_name: "errors", value: 2 },
+  { ts: start + 3600, metric_name: "errors", value: 1 },
+  { ts: start + 7200, metric_name: "errors", value: 5 }
+]
+
 export interface ModelQuery {
   readonly metrics: ReadonlyArray<string>
   readonly from?: number | undefined

@@ -141,18 +141,10 @@ export const querySuite = (
   table: TableConfig,
   options: { readonly propRuns: number; readonly concurrent: number }
 ) => {
-  const demo: ReadonlyArray<Model.Row> = [
-    { ts: start, metric_name: "page_views", value: 100 },
-    { ts: start + 3600, metric_name: "page_views", value: 150 },
-    { ts: start + 7200, metric_name: "page_views", value: 200 },
-    { ts: start, metric_name: "errors", value: 2 },
-    { ts: start + 3600, metric_name: "errors", value: 1 },
-    { ts: start + 7200, metric_name: "errors", value: 5 }
-  ]
 
   it.effect("the README's examples on the demo rows", () =>
     Effect.gen(function*() {
-      yield* resetTo(table, demo)
+      yield* resetTo(table, Model.demo)
       expect((yield* getJson("/api/metrics")).json).toEqual({ total: 458 })
       expect((yield* getJson("/api/metrics?metric=errors&from=2024-01-01T01:00:00Z")).json).toEqual({ total: 6 })
       expect((yield* getJson("/api/metrics/names")).json).toEqual({
