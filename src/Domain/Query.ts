@@ -14,8 +14,10 @@ export const parseTimestamp = (text: string): number | undefined => {
   if (/^\d{1,10}$/.test(text)) return Number(text) * 1000
   const match = rfc3339.exec(text)
   if (match === null) return undefined
-  const [month, day, hour, minute, second] = match.slice(2, 7).map(Number) as [number, number, number, number, number]
-  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) return undefined
+  const [year, month, day, hour, minute, second] = match.slice(1, 7).map(Number) as [number, number, number, number, number, number]
+  // A day the month does not have (Date.parse would roll 2024-02-30 over into March).
+  if (new Date(Date.UTC(year, month - 1, day)).getUTCDate() !== day || month < 1 || month > 12) return undefined
+  if (hour > 23 || minute > 59 || second > 60) return undefined
   const ms = Date.parse(text.replace(" ", "T"))
   return Number.isNaN(ms) ? undefined : ms
 }

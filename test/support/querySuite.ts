@@ -115,6 +115,8 @@ export const badRequests: ReadonlyArray<readonly [string, RegExp]> = [
   ["/api/metrics?from=yesterday", /from: must be an RFC 3339 timestamp/],
   ["/api/metrics?from=2024-13-01T00:00:00Z", /from: must be an RFC 3339/],
   ["/api/metrics?from=2024-01-01T00:00:00", /from: must be an RFC 3339/],
+  ["/api/metrics?from=2023-02-29T00:00:00Z", /from: must be an RFC 3339/],
+  ["/api/metrics?to=2024-04-31T00:00:00%2B02:00", /to: must be an RFC 3339/],
   ["/api/metrics?to=-5", /to: must be an RFC 3339/],
   ["/api/metrics?to=99999999999", /to: must be an RFC 3339/],
   ["/api/metrics?from=1&from=2", /from: give it at most once/],
