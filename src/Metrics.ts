@@ -44,6 +44,9 @@ const ShapeRow = Schema.Struct({ series: ClickHouseNumber, points: ClickHouseNum
 
 /** Nearest rank of the p-th percentile among `n` sorted values, 1-based: ceil(p × n / 100) in integers. */
 const text = (raw: string): Sql.Statement => ({ parts: [raw] })
+
+/** Spans are made per request here: capturing the call site's stack for each costs about a tenth of the throughput. */
+const spanOptions = { captureStackTrace: false } as const
 const rank = (p: number) => text(`intDiv(n * ${p} + 99, 100)`)
 
 /** The aggregate of a bucket, from an allow-list: never from the caller's text. */
@@ -80,10 +83,14 @@ const make = (table: TableConfig, limits: QueryLimits) =>
       return conditions.length === 0 ? text("") : Sql.sql` WHERE ${Sql.join(conditions, " AND ")}`
     }
 
+    // The grand total, the most asked question, is one statement built once.
+    const grandTotal = Sql.sql`SELECT sum(value) AS total ${from}`
+    const unfiltered = (filter: Filter) => filter.metrics.length === 0 && Option.isNone(filter.from) && Option.isNone(filter.to)
+
     const total = (filter: Filter): Effect.Effect<number, ClickHouseError> =>
-      ch.select(Sql.sql`SELECT sum(value) AS total ${from}${where(filter)}`, TotalRow).pipe(
+      ch.select(unfiltered(filter) ? grandTotal : Sql.sql`SELECT sum(value) AS total ${from}${where(filter)}`, TotalRow).pipe(
         Effect.map((rows) => rows[0]?.total ?? 0),
-        Effect.withSpan("Metrics.total")
+        Effect.withSpan("Metrics.total", spanOptions)
       )
 
     const names = (filter: Filter): Effect.Effect<NamesResponse, ClickHouseError> =>
@@ -101,7 +108,7 @@ const make = (table: TableConfig, limits: QueryLimits) =>
             last: formatTimestamp(row.last)
           }))
         })),
-        Effect.withSpan("Metrics.names")
+        Effect.withSpan("Metrics.names", spanOptions)
       )
 
     const summary = (filter: Filter): Effect.Effect<SummaryResponse, ClickHouseError> =>
@@ -126,7 +133,7 @@ const make = (table: TableConfig, limits: QueryLimits) =>
             p99: row.p99
           }))
         })),
-        Effect.withSpan("Metrics.summary")
+        Effect.withSpan("Metrics.summary", spanOptions)
       )
 
     /** How many series, and the most buckets with rows in any of them: to refuse a too large answer before it is made. */
@@ -197,7 +204,7 @@ const make = (table: TableConfig, limits: QueryLimits) =>
             })
           }))
         }
-      }).pipe(Effect.withSpan("Metrics.series"))
+      }).pipe(Effect.withSpan("Metrics.series", spanOptions))
 
     return { total, names, summary, series } as const
   })

@@ -1,5 +1,5 @@
 import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client"
-import { Context, Duration, Effect, Layer, Option, ParseResult, Pool, Ref, Schema, Scope } from "effect"
+import { Context, Duration, Effect, Layer, ParseResult, Pool, Schema, Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import { type ClickHouseConfig, clickHouseConfig } from "../Config.js"
 import {
@@ -94,7 +94,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       maxWait: config.poolWait,
       overloaded: () => new ClickHouseOverloaded({ reason: "pool" })
     })
-    const infoRef = yield* Ref.make(Option.none<ServerInfo>())
+    let known: ServerInfo | undefined
     // One detection at a time; callers queue in order (Effect's Semaphore would wake them all on each release).
     const infoLock = makeGate({
       permits: 1,
@@ -104,14 +104,14 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
     })
 
     const detectInfo = detect(control, target, config.queryTimeout)
-    const cachedInfo = Effect.flatten(Ref.get(infoRef))
+    const cachedInfo = Effect.suspend(() => (known === undefined ? Effect.fail(undefined) : Effect.succeed(known)))
 
     // Detected once, at the first successful contact; a failed attempt is retried by the next caller.
     const serverInfo: Effect.Effect<ServerInfo, ClickHouseError> = cachedInfo.pipe(
       Effect.orElse(() =>
         infoLock.withPermit(
           cachedInfo.pipe(
-            Effect.orElse(() => detectInfo.pipe(Effect.tap((info) => Ref.set(infoRef, Option.some(info)))))
+            Effect.orElse(() => detectInfo.pipe(Effect.tap((info) => Effect.sync(() => (known = info)))))
           )
         )
       )
@@ -168,7 +168,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
             duration: config.queryTimeout,
             onTimeout: () => new ClickHouseTimeout({ cause: `${name} passed its deadline` })
           }),
-          Effect.withSpan(`ClickHouse.${name}`)
+          Effect.withSpan(`ClickHouse.${name}`, { captureStackTrace: false })
         )
 
     const coalescer = yield* makeCoalescer({ coalesce: config.coalesce, ttl: config.cacheTtl })
@@ -184,11 +184,18 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
         )
       )
 
+    const selectWith = <A, I>(info: ServerInfo, statement: Sql.Statement, schema: Schema.Schema<A, I>) => {
+      const rendered = Sql.render(statement, info.serverParams)
+      return query(rendered.sql, schema, rendered.params)
+    }
+
+    // After the first detection, the server's info is read straight from the ref: no effect per call.
     const select = <A, I>(statement: Sql.Statement, schema: Schema.Schema<A, I>) =>
-      Effect.flatMap(serverInfo, (info) => {
-        const rendered = Sql.render(statement, info.serverParams)
-        return query(rendered.sql, schema, rendered.params)
-      })
+      Effect.suspend(() =>
+        known === undefined
+          ? Effect.flatMap(serverInfo, (info) => selectWith(info, statement, schema))
+          : selectWith(known, statement, schema)
+      )
 
     const command = (sql: string) => run("command", false, (client, params) => client.command({ query: sql, ...params }))
 

@@ -60,8 +60,21 @@ export interface Rendered {
   readonly params: Readonly<Record<string, string | number | ReadonlyArray<string>>> | undefined
 }
 
-/** The statement as text for a server with (`serverParams`) or without server-side parameters. */
+const renderedWith = new WeakMap<Statement, Rendered>()
+const renderedWithout = new WeakMap<Statement, Rendered>()
+
+/** The statement as text for a server with (`serverParams`) or without server-side parameters; once per statement. */
 export const render = (statement: Statement, serverParams: boolean): Rendered => {
+  const cache = serverParams ? renderedWith : renderedWithout
+  let rendered = cache.get(statement)
+  if (rendered === undefined) {
+    rendered = renderNow(statement, serverParams)
+    cache.set(statement, rendered)
+  }
+  return rendered
+}
+
+const renderNow = (statement: Statement, serverParams: boolean): Rendered => {
   let sqlText = ""
   const params: Record<string, string | number | ReadonlyArray<string>> = {}
   let n = 0

@@ -116,13 +116,16 @@ export interface Filter {
   readonly to: Option.Option<number>
 }
 
-export const normalizeFilter = (params: typeof FilterParams.Type): Filter => ({
+const everything: Filter = { metrics: [], from: Option.none(), to: Option.none() }
+
+export const normalizeFilter = (params: typeof FilterParams.Type): Filter =>
+  params.metric === undefined && params.from === undefined && params.to === undefined ? everything : ({
   metrics: params.metric === undefined
     ? []
     : [...new Set(typeof params.metric === "string" ? [params.metric] : params.metric)].sort(compareNames),
   from: Option.fromNullable(params.from),
   to: Option.fromNullable(params.to)
-})
+  })
 
 /** Names in ClickHouse's order: by their UTF-8 bytes. */
 export const compareNames = (a: string, b: string) => Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"))

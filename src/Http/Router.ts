@@ -7,18 +7,25 @@ import { Metrics } from "../Metrics.js"
 import { Api, openApi } from "./Api.js"
 import { type HandledError, handleCause, toResponse } from "./ErrorResponse.js"
 
-/** Query parameters decoded with `schema`; anything else is a 400 that names the parameter and what is allowed. */
-const decodeParams = <Fields extends Schema.Struct.Fields>(schema: Schema.Struct<Fields>, single: ReadonlyArray<string>) =>
-  Effect.gen(function*() {
+/**
+ * Query parameters decoded with `schema`; anything else is a 400 that names the parameter and what is allowed.
+ * Built once per endpoint: the result is an effect every request runs.
+ */
+const decodeParams = <A, I>(schema: Schema.Schema<A, I> & { readonly fields: Schema.Struct.Fields }, single: ReadonlyArray<string>) => {
+  const allowed = Object.keys(schema.fields)
+  const decode = Schema.decodeUnknown(schema)
+  // No parameters at all (the grand total): the same answer every time, decoded once.
+  const none = Schema.decodeUnknownEither(schema)({})
+  return Effect.gen(function*() {
     const params = yield* HttpServerRequest.ParsedSearchParams
-    const allowed = Object.keys(schema.fields)
+    if (none._tag === "Right" && isEmpty(params)) return none.right
     for (const [name, value] of Object.entries(params)) {
       if (!allowed.includes(name)) {
         return yield* badRequest(`unknown parameter ${JSON.stringify(name)}: allowed are ${allowed.join(", ")}`)
       }
       if (single.includes(name) && Array.isArray(value)) return yield* badRequest(`${name}: give it at most once`)
     }
-    const decoded = yield* Schema.decodeUnknown(schema)(params).pipe(
+    const decoded = yield* decode(params).pipe(
       Effect.mapError((error) => {
         const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
         const name = String(issue?.path[0] ?? "")
@@ -33,31 +40,40 @@ const decodeParams = <Fields extends Schema.Struct.Fields>(schema: Schema.Struct
     }
     return decoded
   })
+}
+
+const isEmpty = (params: object) => {
+  for (const _ in params) return false
+  return true
+}
+
+const filterParams = decodeParams(FilterParams, ["from", "to"])
+const seriesParams = decodeParams(SeriesParams, ["from", "to", "interval", "agg", "fill"])
 
 const badRequest = (message: string) => Effect.fail(new ApiError({ code: "bad_request", message }))
 
 const json = (body: unknown) => HttpServerResponse.unsafeJson(body)
 
 const getTotal = Effect.gen(function*() {
-  const params = yield* decodeParams(FilterParams, ["from", "to"])
+  const params = yield* filterParams
   const metrics = yield* Metrics
   return json({ total: yield* metrics.total(normalizeFilter(params)) })
 })
 
 const getNames = Effect.gen(function*() {
-  const params = yield* decodeParams(FilterParams, ["from", "to"])
+  const params = yield* filterParams
   const metrics = yield* Metrics
   return json(yield* metrics.names(normalizeFilter(params)))
 })
 
 const getSummary = Effect.gen(function*() {
-  const params = yield* decodeParams(FilterParams, ["from", "to"])
+  const params = yield* filterParams
   const metrics = yield* Metrics
   return json(yield* metrics.summary(normalizeFilter(params)))
 })
 
 const getSeries = Effect.gen(function*() {
-  const params = yield* decodeParams(SeriesParams, ["from", "to", "interval", "agg", "fill"])
+  const params = yield* seriesParams
   const metrics = yield* Metrics
   return json(
     yield* metrics.series({
