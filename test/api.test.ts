@@ -71,7 +71,12 @@ layer(stack(config(embeddedBackend()), table), { excludeTestServices: true })("t
         }]
       })
       expect(yield* api.health.alive()).toEqual({ status: "ok" })
-      expect(yield* api.health.ready()).toEqual({ status: "ready", clickhouse: "embedded" })
+      expect(yield* api.health.ready()).toMatchObject({
+        status: "ready",
+        clickhouse: "embedded",
+        backend: { kind: "embedded", version: expect.stringMatching(/^\d+\./) },
+        pool: { size: 4, inUse: 0, waiting: 0 }
+      })
       // A refused query reaches the client as the typed error body.
       const refused = yield* Effect.either(api.metrics.series({ urlParams: { interval: 1, from: 0, to: 100_000 } }))
       expect(Either.isLeft(refused) && refused.left).toMatchObject({ error: { code: "bad_request" } })

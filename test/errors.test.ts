@@ -138,7 +138,14 @@ describeReal("faults on the real server", () => {
         Effect.either
       )
       expect(Either.isRight(back) && back.right.json).toEqual({ total: 458 })
-      expect((yield* getJson("/readyz")).status).toBe(200)
+      const ready = yield* getJson("/readyz")
+      expect(ready.status).toBe(200)
+      expect(ready.json).toEqual({
+        status: "ready",
+        clickhouse: "remote",
+        backend: { kind: "remote", url: new URL(url).origin, version: expect.stringMatching(/^18\.16\./) },
+        pool: { size: expect.any(Number), inUse: 0, waiting: 0 }
+      })
     })))
 
   it.live("a missing table → 500 query_failed with no driver text", () =>

@@ -45,6 +45,16 @@ export interface ClickHouse {
   readonly serverInfo: Effect.Effect<ServerInfo, ClickHouseError>
   /** Connections currently checked out of the pool (queries in flight). */
   readonly inFlight: Effect.Effect<number>
+  /** The pool's size, the queries in flight and the callers waiting for a connection. */
+  readonly poolState: Effect.Effect<PoolState>
+  /** The server's version, once it has been reached. */
+  readonly version: Effect.Effect<string | undefined>
+}
+
+export interface PoolState {
+  readonly size: number
+  readonly inUse: number
+  readonly waiting: number
 }
 
 export type QueryParams = Readonly<Record<string, string | number | boolean | ReadonlyArray<string>>>
@@ -226,7 +236,9 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       insert: (table, rows) => Effect.asVoid(insert(table, rows)),
       ping,
       serverInfo,
-      inFlight: Effect.sync(gate.inUse)
+      inFlight: Effect.sync(gate.inUse),
+      poolState: Effect.sync(() => ({ size: config.poolSize, inUse: gate.inUse(), waiting: gate.waiting() })),
+      version: Effect.sync(() => known?.version)
     })
   })
 

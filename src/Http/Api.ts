@@ -26,7 +26,19 @@ const query = <Name extends string, Path extends `/${string}`>(name: Name, path:
     .addError(ErrorBody.annotations({ description: "ClickHouse sent an unreadable answer" }), { status: 502 })
     .annotate(OpenApi.Description, description)
 
-export const Ready = Schema.Struct({ status: Schema.Literal("ready"), clickhouse: Schema.String })
+export const Ready = Schema.Struct({
+  status: Schema.Literal("ready"),
+  /** `remote` or `embedded`. */
+  clickhouse: Schema.String,
+  /** The server's origin (no credentials) or the embedded engine's directory, and the server's version. */
+  backend: Schema.Struct({
+    kind: Schema.String,
+    url: Schema.optional(Schema.String),
+    path: Schema.optional(Schema.String),
+    version: Schema.optional(Schema.String)
+  }),
+  pool: Schema.Struct({ size: Schema.Int, inUse: Schema.Int, waiting: Schema.Int })
+})
 export const Alive = Schema.Struct({ status: Schema.Literal("ok") })
 
 export class MetricsGroup extends HttpApiGroup.make("metrics")

@@ -110,7 +110,15 @@ const docs = Effect.scoped(Effect.flatMap(docsApp, (app) => app)).pipe(Effect.ca
 const readyz = Effect.gen(function*() {
   const ch = yield* ClickHouse
   return yield* ch.ping.pipe(
-    Effect.as(HttpServerResponse.unsafeJson({ status: "ready", clickhouse: ch.target.kind })),
+    Effect.zipRight(Effect.all({ pool: ch.poolState, version: ch.version })),
+    Effect.map(({ pool, version }) =>
+      HttpServerResponse.unsafeJson({
+        status: "ready",
+        clickhouse: ch.target.kind,
+        backend: { ...ch.target, ...(version === undefined ? {} : { version }) },
+        pool
+      })
+    ),
     Effect.catchAll(() =>
       Effect.succeed(toResponse(
         new ApiError({ code: "unavailable", message: "The analytics database is not reachable." })
