@@ -8,7 +8,8 @@ import { InvalidQuery } from "../Metrics.js"
 export const fromClickHouseError = (error: ClickHouseError): ApiError => {
   switch (error._tag) {
     case "ClickHouseOverloaded":
-      return new ApiError({ code: "overloaded",
+      return new ApiError({
+        code: "overloaded",
         message: "The service is at capacity; retry shortly.",
         retryAfterSeconds: 1
       })
