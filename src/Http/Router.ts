@@ -29,7 +29,8 @@ const decodeParams = <A, I>(schema: Schema.Schema<A, I> & { readonly fields: Sch
       Effect.mapError((error) => {
         const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
         const name = String(issue?.path[0] ?? "")
-        return new ApiError({ code: "bad_request",
+        return new ApiError({
+          code: "bad_request",
           message: issue?._tag === "Missing" ? `${name}: required` : `${name}: ${issue?.message ?? "not valid"}`
         })
       })
