@@ -28,8 +28,9 @@ import {
 import { firstLine, StartupError } from "./Domain/StartupError.js"
 import { apiKeyAuth, bodyLimit, deadline } from "./Http/Guards.js"
 import { requestLog } from "./Http/Middleware.js"
-import { MetricsApp } from "./Http/Router.js"
+import { MetricsRouter, routeTemplates, toApp, withMetricsRoute } from "./Http/Router.js"
 import { Metrics } from "./Metrics.js"
+import * as Prometheus from "./Observability/Prometheus.js"
 
 /** The API as one HTTP app, built once with its guards. */
 export class AnalyticsHttp extends Context.Tag("analytics-api/AnalyticsHttp")<
@@ -47,16 +48,25 @@ export const app: HttpApp.Default<never, Services> = Effect.flatMap(AnalyticsHtt
 export const mount = (prefix: `/${string}`) => <E, R>(router: HttpRouter.HttpRouter<E, R>) =>
   HttpRouter.mountApp(router, prefix, app)
 
-/** The guarded app alone, over whatever `Metrics` and `ClickHouse` are provided. */
+/** The guards every app of the API has: API keys (the liveness probe, and `/metrics` if public, excepted), body limit, request log. */
+export const guarded = (options: HttpConfig, routes: ReadonlySet<string>) => <R>(app: HttpApp.Default<never, R>) =>
+  app.pipe(
+    apiKeyAuth(options.apiKeys, options.metricsPublic ? ["/healthz", "/metrics"] : ["/healthz"]),
+    bodyLimit(options.maxBodyBytes),
+    requestLog(routes)
+  )
+
+/** The guarded app alone, over whatever `Metrics` and `ClickHouse` are provided; `/metrics` among its routes unless turned off. */
 export const httpLayer = (options: HttpConfig = defaultHttpConfig): Layer.Layer<AnalyticsHttp> =>
-  Layer.succeed(AnalyticsHttp, {
-    app: MetricsApp.pipe(
-      deadline(options.requestTimeout),
-      apiKeyAuth(options.apiKeys),
-      bodyLimit(options.maxBodyBytes),
-      requestLog
-    )
-  })
+  Layer.scoped(
+    AnalyticsHttp,
+    Effect.gen(function*() {
+      const router = options.serveMetrics
+        ? withMetricsRoute(yield* Prometheus.makeHandler(options.serviceName))(MetricsRouter)
+        : MetricsRouter
+      return { app: toApp(router).pipe(deadline(options.requestTimeout), guarded(options, routeTemplates(router))) }
+    })
+  )
 
 /** On the embedded engine an empty database gets the table and the demo rows (total 458) before the first request. */
 export const bootstrapLayer = (table: TableConfig): Layer.Layer<never, StartupError, ClickHouse.ClickHouse> =>

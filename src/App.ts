@@ -1,23 +1,46 @@
-import { HttpMiddleware, HttpServer } from "@effect/platform"
-import { Config, Effect, Layer } from "effect"
+import { HttpMiddleware, HttpRouter, HttpServer } from "@effect/platform"
+import { Config, Effect, Layer, Option } from "effect"
 import * as Analytics from "./Analytics.js"
-import { serverConfig } from "./Config.js"
+import { type HttpConfig, type ServerConfig, serverConfig, tracingConfig } from "./Config.js"
+import { routeTemplates, toApp, withMetricsRoute } from "./Http/Router.js"
 import * as Server from "./Http/Server.js"
+import * as Prometheus from "./Observability/Prometheus.js"
+import * as Tracing from "./Observability/Tracing.js"
+
+/** `/metrics` alone on `METRICS_PORT`, with the API's guards (its key rule included). */
+const metricsServer = (server: ServerConfig, http: HttpConfig) =>
+  Option.match(server.metricsPort, {
+    onNone: () => Layer.empty,
+    onSome: (port) => {
+      const own = Server.make({ ...server, port }, "METRICS_PORT")
+      return Layer.unwrapScoped(
+        Effect.map(Prometheus.makeHandler(http.serviceName), (handler) => {
+          const router = withMetricsRoute(handler)(HttpRouter.empty)
+          return HttpServer.serve(toApp(router).pipe(Analytics.guarded(http, routeTemplates(router))))
+        })
+      ).pipe(HttpMiddleware.withTracerDisabledWhen(() => true), Layer.provide(own.drain), Layer.provide(own.listen))
+    }
+  })
 
 /** The whole service as a standalone server. Every setting is read and checked before anything starts. */
 export const AppLive = Layer.unwrapEffect(
   Effect.gen(function*() {
-    const settings = yield* Config.all({ analytics: Analytics.config, server: serverConfig })
+    const settings = yield* Config.all({ analytics: Analytics.config, server: serverConfig, tracing: tracingConfig })
     const server = Server.make(settings.server)
-    // Built bottom up, released top down: serving stops, in-flight requests drain, then ClickHouse closes.
-    return HttpServer.serve(Analytics.app).pipe(
+    const traced = Option.isSome(settings.tracing.url)
+    const api = HttpServer.serve(Analytics.app).pipe(
       HttpServer.withLogAddress,
-      // The service exports no traces, so the platform's span per request would go nowhere; it costs about a
-      // quarter of the throughput. An app that mounts the API under its own tracer keeps its spans.
-      HttpMiddleware.withTracerDisabledWhen(() => true),
-      Layer.provide(server.drain),
+      // Untraced, the platform's span per request would go nowhere; it costs about a quarter of the throughput.
+      traced ? (layer) => layer : HttpMiddleware.withTracerDisabledWhen(() => true)
+    )
+    // Built bottom up, released top down: serving stops, in-flight requests drain, then ClickHouse closes.
+    return Layer.merge(
+      api.pipe(Layer.provide(server.drain)),
+      metricsServer(settings.server, settings.analytics.http)
+    ).pipe(
       Layer.provide(Analytics.layer(settings.analytics)),
-      Layer.provide(server.listen)
+      Layer.provide(server.listen),
+      Layer.provide(Tracing.layer(settings.tracing))
     )
   })
 )

@@ -118,8 +118,13 @@ export const queryLimits: Config.Config<QueryLimits> = Config.all({
 
 export const defaultQueryLimits: QueryLimits = { maxPoints: 10_000, maxSeries: 1_000 }
 
+/** `METRICS_PORT`: `/metrics` on a port of its own instead of the API's. */
+const metricsPort = Config.port("METRICS_PORT").pipe(Config.option)
+
 export interface ServerConfig {
   readonly port: number
+  /** `/metrics` is served here, and not on `port`, when set. */
+  readonly metricsPort: Option.Option<number>
   readonly host: Option.Option<string>
   /** How long in-flight requests may run on after SIGTERM before their connections are closed. */
   readonly shutdownGrace: Duration.Duration
@@ -128,9 +133,15 @@ export interface ServerConfig {
 /** The standalone server's own settings; an app that embeds the API has its own server. */
 export const serverConfig: Config.Config<ServerConfig> = Config.all({
   port: Config.port("PORT").pipe(Config.withDefault(3000)),
+  metricsPort,
   host: Config.string("HOST").pipe(Config.option),
   shutdownGrace: millis("SHUTDOWN_GRACE_MS", 0, 600_000, 10_000)
 })
+
+const serviceNameConfig = Config.string("OTEL_SERVICE_NAME").pipe(
+  Config.validate({ message: "must not be empty", validation: (name) => name.trim() !== "" }),
+  Config.withDefault("analytics-api")
+)
 
 export interface HttpConfig {
   /** Each request's deadline: past it the caller gets 504 and the work, down to the ClickHouse query, stops. */
@@ -139,6 +150,12 @@ export interface HttpConfig {
   readonly apiKeys: ReadonlyArray<Redacted.Redacted<string>>
   /** No endpoint takes a body: a declared body past this is refused before anyone reads it. */
   readonly maxBodyBytes: number
+  /** `GET /metrics` among the API's routes (the standalone service serves it on `METRICS_PORT` instead, when set). */
+  readonly serveMetrics: boolean
+  /** `/metrics` answers without an API key. */
+  readonly metricsPublic: boolean
+  /** `service.name` of the metrics' `target_info` and of the traces. */
+  readonly serviceName: string
 }
 
 /** The API's guards, wherever it is served. */
@@ -153,7 +170,10 @@ export const httpConfig: Config.Config<HttpConfig> = Config.all({
     }),
     Config.withDefault<ReadonlyArray<Redacted.Redacted<string>>>([])
   ),
-  maxBodyBytes: intInRange("MAX_BODY_BYTES", 0, 64 * 1024 * 1024, 64 * 1024)
+  maxBodyBytes: intInRange("MAX_BODY_BYTES", 0, 64 * 1024 * 1024, 64 * 1024),
+  serveMetrics: Config.map(metricsPort, Option.isNone),
+  metricsPublic: Config.boolean("METRICS_PUBLIC").pipe(Config.withDefault(false)),
+  serviceName: serviceNameConfig
 })
 
 /** The defaults of `httpConfig`, for code that builds the API without reading the environment. */
@@ -195,3 +215,104 @@ export const logConfig: Config.Config<LogConfig> = Config.all({
     Config.withDefault<"logfmt" | "json">("logfmt")
   )
 })
+
+export interface Sampler {
+  /** A span whose parent came with the request (`traceparent`) follows the caller's decision. */
+  readonly parentBased: boolean
+  /** Share of new traces kept, 0 to 1. */
+  readonly ratio: number
+}
+
+export interface TracingConfig {
+  /** Where spans are sent (OTLP/HTTP); none: no exporter and no per-request tracing. */
+  readonly url: Option.Option<string>
+  readonly protocol: "http/protobuf" | "http/json"
+  readonly headers: Redacted.Redacted<Record<string, string>>
+  readonly sampler: Sampler
+  /** How often the batch of ended spans is sent. */
+  readonly exportInterval: Duration.Duration
+  readonly serviceName: string
+}
+
+const samplers: Record<string, (ratio: number) => Sampler> = {
+  always_on: () => ({ parentBased: false, ratio: 1 }),
+  always_off: () => ({ parentBased: false, ratio: 0 }),
+  traceidratio: (ratio) => ({ parentBased: false, ratio }),
+  parentbased_always_on: () => ({ parentBased: true, ratio: 1 }),
+  parentbased_always_off: () => ({ parentBased: true, ratio: 0 }),
+  parentbased_traceidratio: (ratio) => ({ parentBased: true, ratio })
+}
+
+/** `key=value,key2=value2`, values percent-decoded (the OTel format of OTEL_EXPORTER_OTLP_HEADERS). */
+const headerList = (raw: string): Either.Either<Record<string, string>, string> => {
+  const headers: Record<string, string> = {}
+  for (const item of raw.split(",")) {
+    if (item.trim() === "") continue
+    const at = item.indexOf("=")
+    const name = item.slice(0, at).trim()
+    if (at <= 0 || !/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(name)) return Either.left("must be name=value pairs separated by commas")
+    try {
+      headers[name.toLowerCase()] = decodeURIComponent(item.slice(at + 1).trim())
+    } catch {
+      return Either.left("has a value that is not percent-encoded text")
+    }
+  }
+  return Either.right(headers)
+}
+
+const headersConfig = (name: string) =>
+  Config.string(name).pipe(
+    Config.mapOrFail((raw) => headerList(raw).pipe(Either.mapLeft((message) => ConfigError.InvalidData([], message)))),
+    Config.withDefault({})
+  )
+
+const urlConfig = (name: string) =>
+  Config.string(name).pipe(
+    Config.validate({
+      message: "must be an http(s):// URL",
+      validation: (raw) => {
+        try {
+          return ["http:", "https:"].includes(new URL(raw).protocol)
+        } catch {
+          return false
+        }
+      }
+    }),
+    Config.option
+  )
+
+/** The standard OpenTelemetry variables, as far as traces over OTLP/HTTP go. */
+export const tracingConfig: Config.Config<TracingConfig> = Config.all({
+  base: urlConfig("OTEL_EXPORTER_OTLP_ENDPOINT"),
+  traces: urlConfig("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+  disabled: Config.boolean("OTEL_SDK_DISABLED").pipe(Config.withDefault(false)),
+  exporter: oneOf("OTEL_TRACES_EXPORTER", { otlp: "otlp", none: "none" } as const, "otlp or none").pipe(
+    Config.withDefault<"otlp" | "none">("otlp")
+  ),
+  protocol: oneOf("OTEL_EXPORTER_OTLP_PROTOCOL", { "http/protobuf": "http/protobuf", "http/json": "http/json" } as const, "http/protobuf or http/json").pipe(
+    Config.withDefault<"http/protobuf" | "http/json">("http/protobuf")
+  ),
+  headers: headersConfig("OTEL_EXPORTER_OTLP_HEADERS"),
+  traceHeaders: headersConfig("OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
+  sampler: oneOf("OTEL_TRACES_SAMPLER", samplers, Object.keys(samplers).join(", ")).pipe(
+    Config.withDefault(samplers.parentbased_always_on!)
+  ),
+  ratio: Config.number("OTEL_TRACES_SAMPLER_ARG").pipe(
+    Config.validate({ message: "must be a number from 0 to 1", validation: (n) => n >= 0 && n <= 1 }),
+    Config.withDefault(1)
+  ),
+  exportInterval: millis("OTEL_BSP_SCHEDULE_DELAY", 10, 600_000, 5_000),
+  serviceName: serviceNameConfig
+}).pipe(
+  Config.map((raw) => ({
+    // The traces endpoint is used as it is; the general one gets the signal's path (the OTel rule).
+    url: raw.disabled || raw.exporter === "none"
+      ? Option.none()
+      : Option.orElse(raw.traces, () => Option.map(raw.base, (base) => `${base.replace(/\/+$/, "")}/v1/traces`)),
+    protocol: raw.protocol,
+    headers: Redacted.make({ ...raw.headers, ...raw.traceHeaders }),
+    sampler: raw.sampler(raw.ratio),
+    exportInterval: raw.exportInterval,
+    serviceName: raw.serviceName
+  }))
+)

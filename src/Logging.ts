@@ -1,11 +1,23 @@
-import { Cause, ConfigError, Effect, Layer, Logger } from "effect"
+import { Cause, ConfigError, Context, Effect, FiberRef, FiberRefs, HashMap, Layer, Logger, Tracer } from "effect"
 import { type LogConfig, logConfig } from "./Config.js"
 import { firstLine, StartupError } from "./Domain/StartupError.js"
 import { isClickHouseError } from "./Domain/ClickHouseError.js"
 
+/** A line logged inside a span of a kept trace carries its `traceId` and `spanId`. */
+const withTraceIds = <O>(logger: Logger.Logger<unknown, O>) =>
+  Logger.mapInputOptions(logger, (options) => {
+    const span = Context.getOption(FiberRefs.getOrDefault(options.context, FiberRef.currentContext), Tracer.ParentSpan)
+    if (span._tag === "None" || !span.value.sampled || span.value.traceId === "native") return options
+    const annotations = HashMap.set(HashMap.set(options.annotations, "traceId", span.value.traceId), "spanId", span.value.spanId)
+    return { ...options, annotations }
+  })
+
 /** Structured logs: logfmt by default, JSON with `LOG_FORMAT=json`; `LOG_LEVEL` sets the floor. */
 export const layer = (config: LogConfig) =>
-  Layer.merge(config.format === "json" ? Logger.json : Logger.logFmt, Logger.minimumLogLevel(config.level))
+  Layer.merge(
+    Logger.replace(Logger.defaultLogger, Logger.withConsoleLog(withTraceIds(config.format === "json" ? Logger.jsonLogger : Logger.logfmtLogger))),
+    Logger.minimumLogLevel(config.level)
+  )
 
 /** The one line that says why startup failed, for the failures an operator can fix; undefined for bugs. */
 export const startupFailureLine = (error: unknown): string | undefined => {

@@ -1,5 +1,5 @@
 import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client"
-import { Context, Duration, Effect, Layer, ParseResult, Pool, Schema, Scope } from "effect"
+import { Context, Duration, Effect, Exit, FiberRef, Layer, ParseResult, Pool, Schema, Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import { type ClickHouseConfig, clickHouseConfig } from "../Config.js"
 import {
@@ -9,10 +9,11 @@ import {
   ClickHouseTimeout
 } from "../Domain/ClickHouseError.js"
 import type { StartupError } from "../Domain/StartupError.js"
+import * as Instruments from "../Observability/Instruments.js"
 import * as Backend from "./Backend.js"
 import { breaksConnection, classify } from "./Classify.js"
 import { makeCoalescer } from "./Coalesce.js"
-import { makeGate } from "./Gate.js"
+import { makeGate, urgent } from "./Gate.js"
 import { hedgeRead, makeRetryBudget, retryRead } from "./Retry.js"
 import { detect, type ServerInfo } from "./ServerInfo.js"
 import * as Sql from "./Sql.js"
@@ -78,6 +79,8 @@ const rowsDecoder = <A, I>(schema: Schema.Schema<A, I>): RowsDecoder<A> => {
   return decoder as RowsDecoder<A>
 }
 
+const spanOptions = { captureStackTrace: false } as const
+
 export const ClickHouse = Context.GenericTag<ClickHouse>("analytics-api/ClickHouse")
 
 interface Connection {
@@ -102,8 +105,15 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       permits: config.poolSize,
       maxWaiting: config.maxWaiting,
       maxWait: config.poolWait,
-      overloaded: () => new ClickHouseOverloaded({ reason: "pool" })
+      overloaded: (reason) => {
+        Instruments.poolRejections(reason).update(1)
+        return new ClickHouseOverloaded({ reason: "pool" })
+      },
+      onAdmit: (waited) => Instruments.poolWait.update(waited),
+      waitSpan: "ClickHouse.poolWait"
     })
+    Instruments.poolRejections("queue_full")
+    Instruments.poolRejections("wait_exceeded")
     let known: ServerInfo | undefined
     // One detection at a time; callers queue in order (Effect's Semaphore would wake them all on each release).
     const infoLock = makeGate({
@@ -121,28 +131,56 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       Effect.orElse(() =>
         infoLock.withPermit(
           cachedInfo.pipe(
-            Effect.orElse(() => detectInfo.pipe(Effect.tap((info) => Effect.sync(() => (known = info)))))
+            Effect.orElse(() =>
+              detectInfo.pipe(Effect.tap((info) =>
+                Effect.sync(() => {
+                  known = info
+                  Instruments.buildInfo(Instruments.serviceVersion, target.kind, info.version).update(1)
+                })
+              ))
+            )
           )
         )
       )
     )
 
     // Old servers do not stop a read when its HTTP client goes away: kill it by query_id.
-    const cancelOnServer = (info: ServerInfo, queryId: string) =>
+    const killOnServer = (info: ServerInfo) =>
       target.kind === "remote" && !info.settings.has("cancel_http_readonly_queries_on_client_close")
-        ? Effect.tryPromise(() => control.command({ query: `KILL QUERY WHERE query_id = '${queryId}' ASYNC` })).pipe(
+    const cancelOnServer = (info: ServerInfo, queryId: string) =>
+      Effect.suspend(() => {
+        Instruments.cancelled("abort").update(1)
+        if (!killOnServer(info)) return Effect.void
+        Instruments.cancelled("kill_query").update(1)
+        return Effect.tryPromise(() => control.command({ query: `KILL QUERY WHERE query_id = '${queryId}' ASYNC` })).pipe(
           Effect.timeout(Backend.pingTimeout),
           Effect.ignore,
           Effect.forkDaemon,
           Effect.asVoid
         )
-        : Effect.void
+      })
 
     type Params = { abort_signal: AbortSignal; query_id: string; clickhouse_settings: ClickHouseSettings }
 
-    /** One try on one pooled connection; a connection that failed in a way that breaks it is replaced. */
+    /** The try's duration and outcome; a failure counted by its class. */
+    const record = (operation: Instruments.Operation, since: number, exit: Exit.Exit<unknown, ClickHouseError>) =>
+      Effect.sync(() => {
+        const outcome = Exit.isSuccess(exit)
+          ? "ok"
+          : exit.cause._tag === "Fail"
+          ? Instruments.errorClass(exit.cause.error._tag)
+          : "cancelled"
+        if (outcome !== "ok" && outcome !== "cancelled") Instruments.clickHouseErrors(outcome).update(1)
+        Instruments.clickHouseDuration(operation, outcome).update((performance.now() - since) / 1000)
+      })
+
+    /**
+     * One try on one pooled connection; a connection that failed in a way that breaks it is replaced.
+     * Traced as `ClickHouse.try`: its query_id, its number within the call, and whether it is a retry or a hedge.
+     */
     const attempt = <A>(
-      read: boolean,
+      operation: Instruments.Operation,
+      number: number,
       f: (client: ClickHouseClient, params: Params) => Promise<A>,
       started: Effect.Effect<void> = Effect.void
     ) =>
@@ -152,17 +190,29 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
             const connection = yield* Pool.get(pool)
             yield* started
             const queryId = randomUUID()
-            yield* Effect.annotateCurrentSpan("clickhouse.query_id", queryId)
+            const hedge = yield* FiberRef.get(urgent)
+            yield* Effect.annotateCurrentSpan({
+              "clickhouse.query_id": queryId,
+              "clickhouse.attempt": number,
+              "clickhouse.try": number === 1 ? "first" : hedge ? "hedge" : "retry"
+            })
+            const since = performance.now()
+            const settings = operation === "query" ? info.readSettings : info.writeSettings
             return yield* Effect.tryPromise({
-              try: (signal) =>
-                f(connection.client, { abort_signal: signal, query_id: queryId, clickhouse_settings: read ? info.readSettings : info.writeSettings }),
+              try: (signal) => f(connection.client, { abort_signal: signal, query_id: queryId, clickhouse_settings: settings }),
               catch: classify
             }).pipe(
               Effect.onInterrupt(() => cancelOnServer(info, queryId)),
-              Effect.tapError((error) => breaksConnection(error) ? Pool.invalidate(pool, connection) : Effect.void)
+              Effect.onExit((exit) => record(operation, since, exit)),
+              Effect.tapError((error) =>
+                Effect.zipRight(
+                  Effect.annotateCurrentSpan("error.type", Instruments.errorClass(error._tag)),
+                  breaksConnection(error) ? Pool.invalidate(pool, connection) : Effect.void
+                )
+              )
             )
           }).pipe(Effect.scoped)
-        ))
+        )).pipe(Effect.withSpan("ClickHouse.try", spanOptions))
 
     const budget = makeRetryBudget({ ratio: 0.1, perSecond: 5, max: 20 })
 
@@ -170,23 +220,28 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
      * Reads are hedged and retried (they are idempotent); writes run once. Either way the whole call,
      * waits and tries included, has one deadline.
      */
-    const run = <A>(name: string, read: boolean, f: (client: ClickHouseClient, params: Params) => Promise<A>) =>
-      (read
-        ? hedgeRead(budget, config.hedgeAfter)((started) => attempt(read, f, started)).pipe(retryRead(budget))
-        : attempt(read, f)).pipe(
-          Effect.timeoutFail({
-            duration: config.queryTimeout,
-            onTimeout: () => new ClickHouseTimeout({ cause: `${name} passed its deadline` })
-          }),
-          Effect.withSpan(`ClickHouse.${name}`, { captureStackTrace: false })
-        )
+    const run = <A>(operation: Instruments.Operation, f: (client: ClickHouseClient, params: Params) => Promise<A>) =>
+      Effect.suspend(() => {
+        let tries = 0
+        const next = (started?: Effect.Effect<void>) => Effect.suspend(() => attempt(operation, ++tries, f, started))
+        return operation === "query" ? hedgeRead(budget, config.hedgeAfter)(next).pipe(retryRead(budget)) : next()
+      }).pipe(
+        Effect.timeoutFail({
+          duration: config.queryTimeout,
+          onTimeout: () => {
+            Instruments.clickHouseErrors("timeout").update(1)
+            return new ClickHouseTimeout({ cause: `${operation} passed its deadline` })
+          }
+        }),
+        Effect.withSpan(`ClickHouse.${operation}`, spanOptions)
+      )
 
     const coalescer = yield* makeCoalescer({ coalesce: config.coalesce, ttl: config.cacheTtl })
 
     const query = <A, I>(sql: string, schema: Schema.Schema<A, I>, queryParams?: QueryParams) =>
       coalescer.run(
         readKey(sql, queryParams),
-        run("query", true, (client, params) =>
+        run("query", (client, params) =>
           Backend.readJson(client, { query: sql, ...params, ...(queryParams ? { query_params: queryParams } : {}) }))
       ).pipe(
         Effect.flatMap((rows) =>
@@ -207,10 +262,10 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
           : selectWith(known, statement, schema)
       )
 
-    const command = (sql: string) => run("command", false, (client, params) => client.command({ query: sql, ...params }))
+    const command = (sql: string) => run("command", (client, params) => client.command({ query: sql, ...params }))
 
     const insert = (table: string, rows: ReadonlyArray<Record<string, unknown>>) =>
-      run("insert", false, (client, params) =>
+      run("insert", (client, params) =>
         client.insert({
           table,
           values: rows as Array<Record<string, unknown>>,
@@ -220,6 +275,9 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
         }))
 
     const ping = Backend.pingClient(control).pipe(Effect.withSpan("ClickHouse.ping"))
+
+    const poolState = () => ({ size: config.poolSize, inUse: gate.inUse(), waiting: gate.waiting() })
+    yield* Effect.acquireRelease(Effect.sync(() => Instruments.addPool(poolState)), (remove) => Effect.sync(remove))
 
     const reachable = yield* ping.pipe(Effect.either)
     if (reachable._tag === "Left") {
@@ -237,7 +295,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       ping,
       serverInfo,
       inFlight: Effect.sync(gate.inUse),
-      poolState: Effect.sync(() => ({ size: config.poolSize, inUse: gate.inUse(), waiting: gate.waiting() })),
+      poolState: Effect.sync(poolState),
       version: Effect.sync(() => known?.version)
     })
   })

@@ -1,4 +1,5 @@
-import { Clock, Deferred, Duration, Effect, Exit, Fiber, FiberId, Scope } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, FiberId, Scope, type Tracer } from "effect"
+import * as Instruments from "../Observability/Instruments.js"
 
 /**
  * Fresh-read coalescing of identical reads (same key: SQL and parameters).
@@ -11,6 +12,9 @@ import { Clock, Deferred, Duration, Effect, Exit, Fiber, FiberId, Scope } from "
  *
  * With a TTL, a successful answer is also reused while its run started less than `ttl` ago: answers may
  * then be up to `ttl` old. Only the same key ever shares an answer.
+ *
+ * Traced as one `ClickHouse.coalesce` span per caller (`coalesce.joined`: whether another caller's run served
+ * it); a run is traced under the span of the caller that started it.
  */
 export interface Coalescer {
   readonly run: <A, E>(key: string, effect: Effect.Effect<A, E>) => Effect.Effect<A, E>
@@ -45,6 +49,8 @@ interface Cached {
   readonly startedAt: number
 }
 
+const spanOptions = { captureStackTrace: false, attributes: { "coalesce.joined": false } } as const
+
 export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer, never, Scope.Scope> =>
   Effect.gen(function*() {
     // Runs belong to the owner's scope, not to whichever caller started them: closing it stops them.
@@ -57,7 +63,10 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
     const fromCache = (key: string, now: number): Cached | undefined => {
       const hit = cache.get(key)
       if (hit === undefined) return undefined
-      if (now - hit.startedAt < ttl) return hit
+      if (now - hit.startedAt < ttl) {
+        Instruments.cacheHits.update(1)
+        return hit
+      }
       cache.delete(key)
       return undefined
     }
@@ -69,8 +78,8 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
       if (cache.size > maxCached) cache.delete(cache.keys().next().value!)
     }
 
-    const newBatch = (effect: Effect.Effect<unknown, unknown>): Batch => ({
-      effect,
+    const newBatch = (effect: Effect.Effect<unknown, unknown>, leader: Tracer.AnySpan | undefined): Batch => ({
+      effect: leader === undefined ? effect : Effect.withParentSpan(effect, leader),
       deferred: Deferred.unsafeMake(FiberId.none),
       waiters: 1,
       startedAt: 0,
@@ -80,6 +89,7 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
     const start = (key: string, batch: Batch): Effect.Effect<void> =>
       Effect.gen(function*() {
         batch.startedAt = yield* Clock.currentTimeMillis
+        Instruments.coalesceRuns.update(1)
         // Started from uninterruptible regions (a caller joining, a run ending): the run itself stays cancellable.
         batch.fiber = yield* Effect.interruptible(batch.effect).pipe(
           Effect.onExit((exit) => finish(key, batch, exit)),
@@ -117,17 +127,20 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
 
     /** Joins the next run for `key`, starting it now if none is in flight. */
     const enlist = (key: string, effect: Effect.Effect<unknown, unknown>) =>
-      Effect.suspend(() => {
+      Effect.withFiberRuntime<Batch>((fiber) => {
         const slot = slots.get(key)
         if (slot === undefined) {
-          const batch = newBatch(effect)
+          const batch = newBatch(effect, fiber.currentSpan)
           slots.set(key, { running: batch, next: undefined })
           return Effect.as(start(key, batch), batch)
         }
         if (slot.next === undefined) {
-          slot.next = newBatch(effect)
+          slot.next = newBatch(effect, fiber.currentSpan)
         } else {
           slot.next.waiters++
+          Instruments.coalesceJoined.update(1)
+          const span = fiber.currentSpan
+          if (span?._tag === "Span") span.attribute("coalesce.joined", true)
         }
         return Effect.succeed(slot.next)
       })
@@ -138,7 +151,7 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
           restore(Deferred.await(batch.deferred)).pipe(
             Effect.onInterrupt(() => leave(key, batch))
           ) as Effect.Effect<A, E>)
-      )
+      ).pipe(Effect.withSpan("ClickHouse.coalesce", spanOptions))
 
     const cached = <A, E>(key: string, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {

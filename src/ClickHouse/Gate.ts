@@ -28,11 +28,18 @@ export interface GateOptions<E> {
   readonly permits: number
   readonly maxWaiting: number
   readonly maxWait: Duration.DurationInput
-  readonly overloaded: () => E
+  readonly overloaded: (reason: "queue_full" | "wait_exceeded") => E
+  /** Called with the seconds each admitted caller waited. */
+  readonly onAdmit?: (waited: number) => void
+  /** The waiting is traced as a span of this name. */
+  readonly waitSpan?: string
 }
 
+const spanOptions = { captureStackTrace: false } as const
+
 export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
-  const { maxWaiting, overloaded, permits } = options
+  const { maxWaiting, onAdmit, overloaded, permits, waitSpan } = options
+  const waitExceeded = () => overloaded("wait_exceeded")
 
   let free = permits
   const waiters = new Set<() => void>()
@@ -50,8 +57,10 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
   }
 
   /** `ticket.held` turns true the moment a permit is ours, even if this fiber never gets to see it. */
-  const take = (ticket: { held: boolean }, queue: Set<() => void>) =>
-    Effect.async<void, E>((resume) => {
+  const take = (ticket: { held: boolean }, queue: Set<() => void>) => {
+    const since = onAdmit === undefined ? 0 : performance.now()
+    const admitted = onAdmit === undefined ? Effect.void : Effect.sync(() => onAdmit((performance.now() - since) / 1000))
+    const waited = Effect.async<void, E>((resume) => {
       if (free > 0) {
         free--
         ticket.held = true
@@ -59,7 +68,7 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
         return
       }
       if (waiters.size + urgentWaiters.size >= maxWaiting) {
-        resume(Effect.fail(overloaded()))
+        resume(Effect.fail(overloaded("queue_full")))
         return
       }
       const wake = () => {
@@ -70,7 +79,9 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
       return Effect.sync(() => {
         if (!ticket.held) queue.delete(wake)
       })
-    }).pipe(Effect.timeoutFail({ duration: options.maxWait, onTimeout: overloaded }))
+    }).pipe(Effect.timeoutFail({ duration: options.maxWait, onTimeout: waitExceeded }), Effect.zipRight(admitted))
+    return waitSpan === undefined ? waited : Effect.withSpan(waited, waitSpan, spanOptions)
+  }
 
   return {
     withPermit: (self) =>

@@ -1,5 +1,6 @@
 import { Clock, Deferred, Duration, Effect, Fiber, Schedule } from "effect"
 import type { ClickHouseError } from "../Domain/ClickHouseError.js"
+import * as Instruments from "../Observability/Instruments.js"
 import { urgent } from "./Gate.js"
 
 /**
@@ -68,7 +69,13 @@ export const retryRead = (budget: RetryBudget, policy: RetryPolicy = defaultRetr
     Effect.retry(read, {
       schedule: Schedule.jittered(Schedule.exponential(policy.base)),
       times: policy.attempts - 1,
-      while: (error) => retryable(error) ? budget.withdraw : Effect.succeed(false)
+      while: (error) =>
+        retryable(error)
+          ? Effect.tap(budget.withdraw, (allowed) =>
+            allowed
+              ? Instruments.clickHouseRetries(Instruments.errorClass(error._tag)).update(1)
+              : Instruments.budgetExhausted("retry").update(1))
+          : Effect.succeed(false)
     })
   )
 
@@ -87,8 +94,17 @@ export const hedgeRead = (budget: RetryBudget, after: Duration.Duration) =>
     Effect.raceWith(read(Deferred.succeed(started, undefined)), Effect.zipRight(Deferred.await(started), Effect.sleep(after)), {
       onSelfDone: (exit, timer) => Effect.zipRight(Fiber.interrupt(timer), exit),
       onOtherDone: (_, first) =>
-        Effect.flatMap(budget.withdraw, (allowed) =>
-          allowed ? Effect.race(Fiber.join(first), Effect.locally(read(Effect.void), urgent, true)) : Fiber.join(first)).pipe(
+        Effect.flatMap(budget.withdraw, (allowed) => {
+          if (!allowed) {
+            Instruments.budgetExhausted("hedge").update(1)
+            return Fiber.join(first)
+          }
+          Instruments.hedgesFired.update(1)
+          const hedge = Effect.locally(read(Effect.void), urgent, true).pipe(
+            Effect.tap(() => Instruments.hedgesWon.update(1))
+          )
+          return Effect.race(Fiber.join(first), hedge)
+        }).pipe(
           // Whoever wins, and if the caller goes away, the first try stops too.
           Effect.ensuring(Fiber.interrupt(first))
         )

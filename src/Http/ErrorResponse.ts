@@ -26,14 +26,22 @@ export const fromClickHouseError = (error: ClickHouseError): ApiError => {
 
 export const internalError = new ApiError({ code: "internal", message: "Internal server error." })
 
-export const toResponse = (error: ApiError): HttpServerResponse.HttpServerResponse => {
+/** The error code of each error response, for the request metrics (responses are immutable: one lookup). */
+const codes = new WeakMap<HttpServerResponse.HttpServerResponse, ApiError["code"]>()
+
+export const errorCodeOf = (response: HttpServerResponse.HttpServerResponse) => codes.get(response)
+
+/** The JSON answer of an error, with any extra headers; the only way an error response is made. */
+export const toResponse = (error: ApiError, headers: Record<string, string> = {}): HttpServerResponse.HttpServerResponse => {
   const response = HttpServerResponse.unsafeJson(
     { error: { code: error.code, message: error.message } },
-    { status: error.status }
+    {
+      status: error.status,
+      headers: error.retryAfterSeconds === undefined ? headers : { ...headers, "retry-after": String(error.retryAfterSeconds) }
+    }
   )
-  return error.retryAfterSeconds === undefined
-    ? response
-    : HttpServerResponse.setHeader(response, "retry-after", String(error.retryAfterSeconds))
+  codes.set(response, error.code)
+  return response
 }
 
 /** Why a ClickHouse call failed, in a few words for the log: the driver's first line, never its stack. */

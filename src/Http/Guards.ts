@@ -1,4 +1,4 @@
-import { HttpMiddleware, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpMiddleware, HttpServerRequest } from "@effect/platform"
 import { Duration, Effect, Redacted } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { ApiError } from "../Domain/ApiError.js"
@@ -15,11 +15,9 @@ const presented = (request: HttpServerRequest.HttpServerRequest): string | undef
   return request.headers["x-api-key"]
 }
 
-const unauthorized = HttpServerResponse.setHeader(
-  toResponse(new ApiError({ code: "unauthorized", message: "A valid API key is required." })),
-  "www-authenticate",
-  "Bearer"
-)
+const unauthorized = toResponse(new ApiError({ code: "unauthorized", message: "A valid API key is required." }), {
+  "www-authenticate": "Bearer"
+})
 
 /**
  * API keys (`Authorization: Bearer <key>` or `X-API-Key: <key>`). Every key is compared, in constant time over
@@ -57,11 +55,9 @@ export const bodyLimit = (maxBytes: number) =>
     Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
       const length = Number(request.headers["content-length"] ?? "0")
       return Number.isFinite(length) && length <= maxBytes ? app : Effect.succeed(
-        HttpServerResponse.setHeader(
-          toResponse(new ApiError({ code: "payload_too_large", message: `Bodies are limited to ${maxBytes} bytes.` })),
-          "connection",
-          "close"
-        )
+        toResponse(new ApiError({ code: "payload_too_large", message: `Bodies are limited to ${maxBytes} bytes.` }), {
+          connection: "close"
+        })
       )
     })
   )

@@ -1,6 +1,8 @@
 import { HttpApp, HttpMiddleware, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Clock, Effect, Exit, FiberRef, LogLevel } from "effect"
 import { randomUUID } from "node:crypto"
+import * as Instruments from "../Observability/Instruments.js"
+import { errorCodeOf } from "./ErrorResponse.js"
 import { pathOf } from "./Guards.js"
 
 const validRequestId = /^[A-Za-z0-9._:-]{1,128}$/
@@ -10,28 +12,60 @@ const requestIdOf = (request: HttpServerRequest.HttpServerRequest) => {
   return given !== undefined && validRequestId.test(given) ? given : randomUUID()
 }
 
+const methods: ReadonlySet<string> = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+
+/** A client that went away before its answer. */
+const clientGone = 499
+
 /**
- * Every response carries `x-request-id`; every log line inside a request carries the request id; and,
- * unless `LOG_LEVEL` is above info, every request gets one structured line (method, path, status, ms).
- * A client that goes away is logged with status 499 and its work is interrupted.
+ * Every response carries `x-request-id`; every log line inside a request carries the request id; every request
+ * is counted and timed by route template (`routes`; any other path is `unmatched`), method and status, and its
+ * span (when traced) gets the route, the request id and the error code; and, unless `LOG_LEVEL` is above info,
+ * every request gets one structured line (method, path, status, ms). A client that goes away is logged and
+ * counted with status 499 and its work is interrupted.
  */
-export const requestLog = HttpMiddleware.make((app) =>
-  Effect.gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
-    const requestId = requestIdOf(request)
-    // The platform sends the response before middleware sees it: headers go on through a pre-response handler.
-    yield* HttpApp.appendPreResponseHandler((_request, response) =>
-      Effect.succeed(HttpServerResponse.setHeader(response, "x-request-id", requestId))
-    )
-    const tagged = Effect.annotateLogs(app, "requestId", requestId)
-    // Skipping the bookkeeping when nobody reads the lines is worth a third of the throughput.
-    if (LogLevel.greaterThan(yield* FiberRef.get(FiberRef.currentMinimumLogLevel), LogLevel.Info)) return yield* tagged
-    const started = yield* Clock.currentTimeMillis
-    const logLine = (status: number) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        Effect.logInfo("request").pipe(
-          Effect.annotateLogs({ method: request.method, path: pathOf(request.originalUrl), status, ms: now - started, requestId })
-        ))
-    return yield* tagged.pipe(Effect.onExit((exit) => logLine(Exit.isSuccess(exit) ? exit.value.status : 499)))
-  })
-)
+export const requestLog = (routes: ReadonlySet<string>) =>
+  HttpMiddleware.make((app) =>
+    Effect.gen(function*() {
+      const request = yield* HttpServerRequest.HttpServerRequest
+      const requestId = requestIdOf(request)
+      // The platform sends the response before middleware sees it: headers go on through a pre-response handler.
+      yield* HttpApp.appendPreResponseHandler((_request, response) =>
+        Effect.succeed(HttpServerResponse.setHeader(response, "x-request-id", requestId))
+      )
+      const path = pathOf(request.url)
+      const route = routes.has(path) ? path : "unmatched"
+      const method = methods.has(request.method) ? request.method : "other"
+      yield* Effect.annotateCurrentSpan({ "http.route": route, "request.id": requestId })
+      const since = performance.now()
+      Instruments.httpInFlight.modify(1)
+      const done = (exit: Exit.Exit<HttpServerResponse.HttpServerResponse, unknown>) => {
+        const response = Exit.isSuccess(exit) ? exit.value : undefined
+        const status = response?.status ?? clientGone
+        const code = response === undefined ? undefined : errorCodeOf(response)
+        Instruments.httpInFlight.modify(-1)
+        Instruments.httpRequests(route, method, String(status)).update(1)
+        Instruments.httpDuration(route, method).update((performance.now() - since) / 1000)
+        if (code !== undefined) Instruments.httpErrors(code).update(1)
+        return code
+      }
+      const tagged = Effect.annotateLogs(app, "requestId", requestId)
+      // Skipping the log line's bookkeeping when nobody reads the lines is worth a third of the throughput.
+      if (LogLevel.greaterThan(yield* FiberRef.get(FiberRef.currentMinimumLogLevel), LogLevel.Info)) {
+        return yield* tagged.pipe(Effect.onExit((exit) => {
+          const code = done(exit)
+          return code === undefined ? Effect.void : Effect.annotateCurrentSpan("error.type", code)
+        }))
+      }
+      const started = yield* Clock.currentTimeMillis
+      return yield* tagged.pipe(Effect.onExit((exit) => {
+        const code = done(exit)
+        const status = Exit.isSuccess(exit) ? exit.value.status : clientGone
+        return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.logInfo("request").pipe(
+            Effect.annotateLogs({ method: request.method, path: pathOf(request.originalUrl), status, ms: now - started, requestId }),
+            Effect.zipRight(code === undefined ? Effect.void : Effect.annotateCurrentSpan("error.type", code))
+          ))
+      }))
+    })
+  )

@@ -129,11 +129,7 @@ const readyz = Effect.gen(function*() {
 })
 
 const methodNotAllowed = (allow: string) =>
-  Effect.succeed(HttpServerResponse.setHeader(
-    toResponse(new ApiError({ code: "method_not_allowed", message: `Use ${allow}.` })),
-    "allow",
-    allow
-  ))
+  Effect.succeed(toResponse(new ApiError({ code: "method_not_allowed", message: `Use ${allow}.` }), { allow }))
 
 const otherMethods = ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const
 
@@ -150,10 +146,7 @@ const route = <R>(path: HttpRouter.PathInput, handler: Effect.Effect<HttpServerR
         )
     )
 
-/**
- * The service's routes, with every failure already mapped to a JSON response:
- * mountable as it is inside another app (`HttpRouter.mount("/analytics", MetricsRouter)`).
- */
+/** The service's routes, with every failure already mapped to a JSON response. */
 export const MetricsRouter = HttpRouter.empty.pipe(
   route("/api/metrics", getTotal),
   route("/api/metrics/names", getNames),
@@ -165,11 +158,20 @@ export const MetricsRouter = HttpRouter.empty.pipe(
   route("/docs", docs)
 )
 
-/** The router as a whole app: unknown paths get a JSON 404, and nothing escapes unmapped. */
-export const MetricsApp = MetricsRouter.pipe(
-  Effect.catchAllCause((cause) => {
-    const failure = Cause.failureOption(cause)
-    // Routes map their own failures: what is left is a path no route has, or a defect.
-    return failure._tag === "Some" ? Effect.succeed(notFound) : handleCause(cause as Cause.Cause<never>)
-  })
-)
+/** The routes with `GET /metrics` (the Prometheus exposition) among them. */
+export const withMetricsRoute = (handler: Effect.Effect<HttpServerResponse.HttpServerResponse>) =>
+<E, R>(router: HttpRouter.HttpRouter<E, R>) => route("/metrics", handler)(router)
+
+/** The paths of a router's routes: the `route` label of the request metrics. */
+export const routeTemplates = <E, R>(router: HttpRouter.HttpRouter<E, R>): ReadonlySet<string> =>
+  new Set(Array.from(router.routes, (r) => r.path))
+
+/** A router as a whole app: unknown paths get a JSON 404, and nothing escapes unmapped. */
+export const toApp = <R>(router: HttpRouter.HttpRouter<never, R>) =>
+  router.pipe(
+    Effect.catchAllCause((cause) => {
+      const failure = Cause.failureOption(cause)
+      // Routes map their own failures: what is left is a path no route has, or a defect.
+      return failure._tag === "Some" ? Effect.succeed(notFound) : handleCause(cause as Cause.Cause<never>)
+    })
+  )

@@ -84,17 +84,17 @@ const gracefulClose = (server: Http.Server, grace: Duration.Duration) =>
   )
 
 /** Why the port could not be had, in one line that names the setting to change. */
-const listenFailure = (config: ServerConfig, error: HttpServerError.ServeError) => {
+const listenFailure = (config: ServerConfig, variable: string, error: HttpServerError.ServeError) => {
   const code = (error.cause as { code?: unknown } | undefined)?.code
   const host = Option.getOrUndefined(config.host)
   return new StartupError({
     message: code === "EADDRINUSE"
-      ? `PORT ${config.port} is in use${host === undefined ? "" : ` on ${host}`}`
+      ? `${variable} ${config.port} is in use${host === undefined ? "" : ` on ${host}`}`
       : code === "EACCES"
-      ? `PORT ${config.port} needs more privileges than this process has`
+      ? `${variable} ${config.port} needs more privileges than this process has`
       : code === "EADDRNOTAVAIL" || code === "ENOTFOUND" || code === "EAI_AGAIN"
       ? `HOST ${host ?? ""} is not an address of this machine`
-      : `Could not listen on PORT ${config.port}: ${firstLine(error.cause)}`,
+      : `Could not listen on ${variable} ${config.port}: ${firstLine(error.cause)}`,
     cause: error
   })
 }
@@ -102,14 +102,14 @@ const listenFailure = (config: ServerConfig, error: HttpServerError.ServeError) 
 /**
  * The Node server in two layers, for two places in the app: `listen` goes first, so that a busy port fails
  * before anything else starts; `drain` goes right under the served app, so that on shutdown in-flight
- * requests finish while what they use (ClickHouse) is still there.
+ * requests finish while what they use (ClickHouse) is still there. `variable` names the port's setting in errors.
  */
-export const make = (config: ServerConfig) => {
+export const make = (config: ServerConfig, variable = "PORT") => {
   const server = createServer()
   const listen = NodeHttpServer.layer(() => server, {
     port: config.port,
     ...Option.match(config.host, { onNone: () => ({}), onSome: (host) => ({ host }) })
-  }).pipe(Layer.mapError((error) => listenFailure(config, error)))
+  }).pipe(Layer.mapError((error) => listenFailure(config, variable, error)))
   const drain = Layer.scopedDiscard(Effect.addFinalizer(() => gracefulClose(server, config.shutdownGrace)))
   return { listen, drain } as const
 }
