@@ -20,7 +20,7 @@ const neighbour = (name: string) => {
   return `${major}.${minor}.${patch - 1}`
 }
 
-const frameworks = ["effect", "@effect/platform", "@effect/platform-node"]
+const frameworks = ["effect", "@effect/platform", "@effect/platform-node", "@effect/opentelemetry"]
 
 /** The fenced block after the README's `embedding-snippet` marker. */
 const snippet = () => {
