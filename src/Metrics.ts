@@ -4,6 +4,7 @@ import * as Sql from "./ClickHouse/Sql.js"
 import { defaultQueryLimits, qualifiedName, type QueryLimits, queryLimits, type TableConfig, tableConfig } from "./Config.js"
 import type { ClickHouseError } from "./Domain/ClickHouseError.js"
 import { ClickHouseNumber } from "./Domain/Metrics.js"
+import { withSpan } from "./Observability/Span.js"
 import {
   type Aggregate,
   type Filter,
@@ -45,8 +46,6 @@ const ShapeRow = Schema.Struct({ series: ClickHouseNumber, points: ClickHouseNum
 /** Nearest rank of the p-th percentile among `n` sorted values, 1-based: ceil(p × n / 100) in integers. */
 const text = (raw: string): Sql.Statement => ({ parts: [raw] })
 
-/** Spans are made per request here: capturing the call site's stack for each costs about a tenth of the throughput. */
-const spanOptions = { captureStackTrace: false } as const
 const rank = (p: number) => text(`intDiv(n * ${p} + 99, 100)`)
 
 /** The aggregate of a bucket, from an allow-list: never from the caller's text. */
@@ -90,7 +89,7 @@ const make = (table: TableConfig, limits: QueryLimits) =>
     const total = (filter: Filter): Effect.Effect<number, ClickHouseError> =>
       ch.select(unfiltered(filter) ? grandTotal : Sql.sql`SELECT sum(value) AS total ${from}${where(filter)}`, TotalRow).pipe(
         Effect.map((rows) => rows[0]?.total ?? 0),
-        Effect.withSpan("Metrics.total", spanOptions)
+        withSpan("Metrics.total")
       )
 
     const names = (filter: Filter): Effect.Effect<NamesResponse, ClickHouseError> =>
@@ -108,7 +107,7 @@ const make = (table: TableConfig, limits: QueryLimits) =>
             last: formatTimestamp(row.last)
           }))
         })),
-        Effect.withSpan("Metrics.names", spanOptions)
+        withSpan("Metrics.names")
       )
 
     const summary = (filter: Filter): Effect.Effect<SummaryResponse, ClickHouseError> =>
@@ -133,7 +132,7 @@ const make = (table: TableConfig, limits: QueryLimits) =>
             p99: row.p99
           }))
         })),
-        Effect.withSpan("Metrics.summary", spanOptions)
+        withSpan("Metrics.summary")
       )
 
     /** How many series, and the most buckets with rows in any of them: to refuse a too large answer before it is made. */
@@ -204,7 +203,7 @@ const make = (table: TableConfig, limits: QueryLimits) =>
             })
           }))
         }
-      }).pipe(Effect.withSpan("Metrics.series", spanOptions))
+      }).pipe(withSpan("Metrics.series"))
 
     return { total, names, summary, series } as const
   })

@@ -10,6 +10,7 @@ import {
 } from "../Domain/ClickHouseError.js"
 import type { StartupError } from "../Domain/StartupError.js"
 import * as Instruments from "../Observability/Instruments.js"
+import { withSpan } from "../Observability/Span.js"
 import * as Backend from "./Backend.js"
 import { breaksConnection, classify } from "./Classify.js"
 import { makeCoalescer } from "./Coalesce.js"
@@ -78,8 +79,6 @@ const rowsDecoder = <A, I>(schema: Schema.Schema<A, I>): RowsDecoder<A> => {
   }
   return decoder as RowsDecoder<A>
 }
-
-const spanOptions = { captureStackTrace: false } as const
 
 export const ClickHouse = Context.GenericTag<ClickHouse>("analytics-api/ClickHouse")
 
@@ -212,7 +211,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
               )
             )
           }).pipe(Effect.scoped)
-        )).pipe(Effect.withSpan("ClickHouse.try", spanOptions))
+        )).pipe(withSpan("ClickHouse.try"))
 
     const budget = makeRetryBudget({ ratio: 0.1, perSecond: 5, max: 20 })
 
@@ -233,7 +232,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
             return new ClickHouseTimeout({ cause: `${operation} passed its deadline` })
           }
         }),
-        Effect.withSpan(`ClickHouse.${operation}`, spanOptions)
+        withSpan(`ClickHouse.${operation}`)
       )
 
     const coalescer = yield* makeCoalescer({ coalesce: config.coalesce, ttl: config.cacheTtl })
@@ -274,7 +273,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
           query_id: params.query_id
         }))
 
-    const ping = Backend.pingClient(control).pipe(Effect.withSpan("ClickHouse.ping"))
+    const ping = Backend.pingClient(control).pipe(withSpan("ClickHouse.ping"))
 
     const poolState = () => ({ size: config.poolSize, inUse: gate.inUse(), waiting: gate.waiting() })
     yield* Effect.acquireRelease(Effect.sync(() => Instruments.addPool(poolState)), (remove) => Effect.sync(remove))

@@ -1,5 +1,6 @@
 import { Clock, Deferred, Duration, Effect, Exit, Fiber, FiberId, Scope, type Tracer } from "effect"
 import * as Instruments from "../Observability/Instruments.js"
+import { withSpan } from "../Observability/Span.js"
 
 /**
  * Fresh-read coalescing of identical reads (same key: SQL and parameters).
@@ -49,7 +50,7 @@ interface Cached {
   readonly startedAt: number
 }
 
-const spanOptions = { captureStackTrace: false, attributes: { "coalesce.joined": false } } as const
+const coalesceSpan = withSpan("ClickHouse.coalesce", { attributes: { "coalesce.joined": false } })
 
 export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -151,7 +152,7 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
           restore(Deferred.await(batch.deferred)).pipe(
             Effect.onInterrupt(() => leave(key, batch))
           ) as Effect.Effect<A, E>)
-      ).pipe(Effect.withSpan("ClickHouse.coalesce", spanOptions))
+      ).pipe(coalesceSpan)
 
     const cached = <A, E>(key: string, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {

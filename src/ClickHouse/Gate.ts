@@ -1,4 +1,5 @@
 import { type Duration, Effect, Exit, FiberRef } from "effect"
+import { withSpan } from "../Observability/Span.js"
 
 /**
  * Set for work that belongs to a caller already admitted once (a hedged second try): it waits ahead of
@@ -35,10 +36,9 @@ export interface GateOptions<E> {
   readonly waitSpan?: string
 }
 
-const spanOptions = { captureStackTrace: false } as const
-
 export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
   const { maxWaiting, onAdmit, overloaded, permits, waitSpan } = options
+  const traced = withSpan(waitSpan ?? "Gate.wait")
   const waitExceeded = () => overloaded("wait_exceeded")
 
   let free = permits
@@ -80,7 +80,7 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
         if (!ticket.held) queue.delete(wake)
       })
     }).pipe(Effect.timeoutFail({ duration: options.maxWait, onTimeout: waitExceeded }), Effect.zipRight(admitted))
-    return waitSpan === undefined ? waited : Effect.withSpan(waited, waitSpan, spanOptions)
+    return waitSpan === undefined ? waited : traced(waited)
   }
 
   return {

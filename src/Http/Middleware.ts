@@ -1,5 +1,5 @@
 import { HttpApp, HttpMiddleware, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Clock, Effect, Exit, FiberRef, LogLevel } from "effect"
+import { Context, Effect, Exit, FiberRef, LogLevel } from "effect"
 import { randomUUID } from "node:crypto"
 import * as Instruments from "../Observability/Instruments.js"
 import { errorCodeOf } from "./ErrorResponse.js"
@@ -26,46 +26,42 @@ const clientGone = 499
  */
 export const requestLog = (routes: ReadonlySet<string>) =>
   HttpMiddleware.make((app) =>
-    Effect.gen(function*() {
-      const request = yield* HttpServerRequest.HttpServerRequest
+    // One synchronous step for the bookkeeping of every request: it is on the path of each of them.
+    Effect.withFiberRuntime<HttpServerResponse.HttpServerResponse, Effect.Effect.Error<typeof app>, Effect.Effect.Context<typeof app>>((fiber) => {
+      const request = Context.unsafeGet(fiber.currentContext, HttpServerRequest.HttpServerRequest)
       const requestId = requestIdOf(request)
-      // The platform sends the response before middleware sees it: headers go on through a pre-response handler.
-      yield* HttpApp.appendPreResponseHandler((_request, response) =>
-        Effect.succeed(HttpServerResponse.setHeader(response, "x-request-id", requestId))
-      )
       const path = pathOf(request.url)
       const route = routes.has(path) ? path : "unmatched"
       const method = methods.has(request.method) ? request.method : "other"
-      yield* Effect.annotateCurrentSpan({ "http.route": route, "request.id": requestId })
+      const span = fiber.currentSpan
+      const traced = span?._tag === "Span" && span.sampled ? span : undefined
+      traced?.attribute("http.route", route)
+      traced?.attribute("request.id", requestId)
+      const logged = !LogLevel.greaterThan(fiber.getFiberRef(FiberRef.currentMinimumLogLevel), LogLevel.Info)
       const since = performance.now()
       Instruments.httpInFlight.modify(1)
       const done = (exit: Exit.Exit<HttpServerResponse.HttpServerResponse, unknown>) => {
         const response = Exit.isSuccess(exit) ? exit.value : undefined
         const status = response?.status ?? clientGone
         const code = response === undefined ? undefined : errorCodeOf(response)
+        const ms = performance.now() - since
         Instruments.httpInFlight.modify(-1)
         Instruments.httpRequests(route, method, String(status)).update(1)
-        Instruments.httpDuration(route, method).update((performance.now() - since) / 1000)
-        if (code !== undefined) Instruments.httpErrors(code).update(1)
-        return code
+        Instruments.httpDuration(route, method).update(ms / 1000)
+        if (code !== undefined) {
+          Instruments.httpErrors(code).update(1)
+          traced?.attribute("error.type", code)
+        }
+        // Skipping the log line's bookkeeping when nobody reads the lines is worth a third of the throughput.
+        return logged
+          ? Effect.logInfo("request").pipe(
+            Effect.annotateLogs({ method: request.method, path: pathOf(request.originalUrl), status, ms: Math.round(ms), requestId })
+          )
+          : Effect.void
       }
-      const tagged = Effect.annotateLogs(app, "requestId", requestId)
-      // Skipping the log line's bookkeeping when nobody reads the lines is worth a third of the throughput.
-      if (LogLevel.greaterThan(yield* FiberRef.get(FiberRef.currentMinimumLogLevel), LogLevel.Info)) {
-        return yield* tagged.pipe(Effect.onExit((exit) => {
-          const code = done(exit)
-          return code === undefined ? Effect.void : Effect.annotateCurrentSpan("error.type", code)
-        }))
-      }
-      const started = yield* Clock.currentTimeMillis
-      return yield* tagged.pipe(Effect.onExit((exit) => {
-        const code = done(exit)
-        const status = Exit.isSuccess(exit) ? exit.value.status : clientGone
-        return Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Effect.logInfo("request").pipe(
-            Effect.annotateLogs({ method: request.method, path: pathOf(request.originalUrl), status, ms: now - started, requestId }),
-            Effect.zipRight(code === undefined ? Effect.void : Effect.annotateCurrentSpan("error.type", code))
-          ))
-      }))
+      // The platform sends the response before middleware sees it: headers go on through a pre-response handler.
+      return HttpApp.appendPreResponseHandler((_request, response) =>
+        Effect.succeed(HttpServerResponse.setHeader(response, "x-request-id", requestId))
+      ).pipe(Effect.zipRight(Effect.annotateLogs(app, "requestId", requestId)), Effect.onExit((exit) => done(exit)))
     })
   )

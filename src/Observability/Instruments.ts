@@ -21,7 +21,7 @@ export interface Series<In> {
 const series = <T, In, Out>(metric: Metric.Metric<T, In, Out>, keys: ReadonlyArray<string>) => {
   const resolved = new Map<string, Series<In>>()
   return (...values: ReadonlyArray<string>): Series<In> => {
-    const id = values.join("\u0000")
+    const id = values.length === 1 ? values[0]! : values.join("\u0000")
     let found = resolved.get(id)
     if (found === undefined) {
       const tags = keys.map((key, i) => MetricLabel.make(key, values[i] ?? ""))
