@@ -10,7 +10,7 @@ const documented = [...readFileSync(Path.join(root, "README.md"), "utf8").matchA
   .flatMap((match) => [match[1]!, match[2]].filter((name) => name !== undefined))
 
 /** Any text is a valid value of these. */
-const freeForm = ["CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD"]
+const freeForm = ["CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD", "OTEL_RESOURCE_ATTRIBUTES"]
 
 const badValues: Record<string, string> = {
   PORT: "70000",
@@ -33,7 +33,20 @@ const badValues: Record<string, string> = {
   SERIES_MAX_POINTS: "0",
   SERIES_MAX_SERIES: "lots",
   LOG_LEVEL: "loud",
-  LOG_FORMAT: "xml"
+  LOG_FORMAT: "xml",
+  METRICS_PORT: "70000",
+  METRICS_PUBLIC: "maybe",
+  OTEL_EXPORTER_OTLP_ENDPOINT: "ftp://collector",
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "not a url",
+  OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+  OTEL_EXPORTER_OTLP_HEADERS: "no-equals-sign",
+  OTEL_EXPORTER_OTLP_TRACES_HEADERS: "=x",
+  OTEL_SERVICE_NAME: " ",
+  OTEL_TRACES_SAMPLER: "sometimes",
+  OTEL_TRACES_SAMPLER_ARG: "2",
+  OTEL_BSP_SCHEDULE_DELAY: "soon",
+  OTEL_TRACES_EXPORTER: "jaeger",
+  OTEL_SDK_DISABLED: "maybe"
 }
 
 /** Runs the built service to its end and returns its exit code and non-blank output lines. */
