@@ -25,7 +25,10 @@ const metricsServer = (server: ServerConfig, http: HttpConfig) =>
 /** The whole service as a standalone server. Every setting is read and checked before anything starts. */
 export const AppLive = Layer.unwrapEffect(
   Effect.gen(function*() {
-    const settings = yield* Config.all({ analytics: Analytics.config, server: serverConfig, tracing: tracingConfig })
+    const read = yield* Config.all({ analytics: Analytics.config, server: serverConfig, tracing: tracingConfig })
+    // With a port of its own, /metrics is served there only.
+    const http = { ...read.analytics.http, serveMetrics: Option.isNone(read.server.metricsPort) }
+    const settings = { ...read, analytics: { ...read.analytics, http } }
     const server = Server.make(settings.server)
     const traced = Option.isSome(settings.tracing.url)
     const api = HttpServer.serve(Analytics.app).pipe(

@@ -118,9 +118,6 @@ export const queryLimits: Config.Config<QueryLimits> = Config.all({
 
 export const defaultQueryLimits: QueryLimits = { maxPoints: 10_000, maxSeries: 1_000 }
 
-/** `METRICS_PORT`: `/metrics` on a port of its own instead of the API's. */
-const metricsPort = Config.port("METRICS_PORT").pipe(Config.option)
-
 export interface ServerConfig {
   readonly port: number
   /** `/metrics` is served here, and not on `port`, when set. */
@@ -133,7 +130,7 @@ export interface ServerConfig {
 /** The standalone server's own settings; an app that embeds the API has its own server. */
 export const serverConfig: Config.Config<ServerConfig> = Config.all({
   port: Config.port("PORT").pipe(Config.withDefault(3000)),
-  metricsPort,
+  metricsPort: Config.port("METRICS_PORT").pipe(Config.option),
   host: Config.string("HOST").pipe(Config.option),
   shutdownGrace: millis("SHUTDOWN_GRACE_MS", 0, 600_000, 10_000)
 })
@@ -150,7 +147,7 @@ export interface HttpConfig {
   readonly apiKeys: ReadonlyArray<Redacted.Redacted<string>>
   /** No endpoint takes a body: a declared body past this is refused before anyone reads it. */
   readonly maxBodyBytes: number
-  /** `GET /metrics` among the API's routes (the standalone service serves it on `METRICS_PORT` instead, when set). */
+  /** `GET /metrics` among the API's routes (on by default; the standalone service turns it off when `METRICS_PORT` is set). */
   readonly serveMetrics: boolean
   /** `/metrics` answers without an API key. */
   readonly metricsPublic: boolean
@@ -171,7 +168,7 @@ export const httpConfig: Config.Config<HttpConfig> = Config.all({
     Config.withDefault<ReadonlyArray<Redacted.Redacted<string>>>([])
   ),
   maxBodyBytes: intInRange("MAX_BODY_BYTES", 0, 64 * 1024 * 1024, 64 * 1024),
-  serveMetrics: Config.map(metricsPort, Option.isNone),
+  serveMetrics: Config.succeed(true),
   metricsPublic: Config.boolean("METRICS_PUBLIC").pipe(Config.withDefault(false)),
   serviceName: serviceNameConfig
 })

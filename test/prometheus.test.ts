@@ -139,6 +139,32 @@ describePrometheus("a real Prometheus scraping the service", () => {
     expect(text).toMatch(/analytics_build_info\{version="[^"]+",backend="remote",clickhouse_version="18\.16[^"]*"\} 1/)
   })
 
+  it("METRICS_PORT serves /metrics alone on its own port, and METRICS_PUBLIC opens it", async () => {
+    const [apiPort, metricsPort] = [await freePort(), await freePort()]
+    const other = startService({
+      PORT: String(apiPort),
+      METRICS_PORT: String(metricsPort),
+      METRICS_PUBLIC: "true",
+      CLICKHOUSE_URL: clickhouse,
+      API_KEYS: key
+    })
+    try {
+      await other.waitFor(/Listening on/)
+      await until("the metrics port", async () => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).ok)
+      const open = await fetch(`http://127.0.0.1:${metricsPort}/metrics`)
+      expect(await open.text()).toContain("# TYPE analytics_http_requests_total counter")
+      // Nothing else there: the key rule answers first, as it does for any unknown path.
+      expect((await fetch(`http://127.0.0.1:${metricsPort}/api/metrics`)).status).toBe(401)
+      expect((await fetch(`http://127.0.0.1:${metricsPort}/api/metrics`, { headers: { "x-api-key": key } })).status).toBe(404)
+      const onApi = await fetch(`http://127.0.0.1:${apiPort}/metrics`, { headers: { "x-api-key": key } })
+      expect(onApi.status).toBe(404)
+      expect((await fetch(`http://127.0.0.1:${apiPort}/api/metrics`)).status).toBe(401)
+    } finally {
+      other.child.kill("SIGTERM")
+      expect(await other.exited).toBe(0)
+    }
+  })
+
   it("counts what the test sent and saw: 200s, 503s, coalesced joins, pool rejections = overloaded answers", async () => {
     await until("a first scrape", async () => (await single('up{job="analytics"}')) === 1)
     // 300 identical reads at once: one pooled connection, the rest coalesced.

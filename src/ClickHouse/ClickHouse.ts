@@ -111,6 +111,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       onAdmit: (waited) => Instruments.poolWait.update(waited),
       waitSpan: "ClickHouse.poolWait"
     })
+    // Both reasons are exposed (at 0) from the start.
     Instruments.poolRejections("queue_full")
     Instruments.poolRejections("wait_exceeded")
     let known: ServerInfo | undefined
@@ -161,16 +162,18 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
 
     type Params = { abort_signal: AbortSignal; query_id: string; clickhouse_settings: ClickHouseSettings }
 
-    /** The try's duration and outcome; a failure counted by its class. */
+    /** The try's duration and outcome; a failure counted by its class, which its span gets as `error.type`. */
     const record = (operation: Instruments.Operation, since: number, exit: Exit.Exit<unknown, ClickHouseError>) =>
-      Effect.sync(() => {
+      Effect.suspend(() => {
         const outcome = Exit.isSuccess(exit)
           ? "ok"
           : exit.cause._tag === "Fail"
           ? Instruments.errorClass(exit.cause.error._tag)
           : "cancelled"
-        if (outcome !== "ok" && outcome !== "cancelled") Instruments.clickHouseErrors(outcome).update(1)
         Instruments.clickHouseDuration(operation, outcome).update((performance.now() - since) / 1000)
+        if (outcome === "ok" || outcome === "cancelled") return Effect.void
+        Instruments.clickHouseErrors(outcome).update(1)
+        return Effect.annotateCurrentSpan("error.type", outcome)
       })
 
     /**
@@ -203,12 +206,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
             }).pipe(
               Effect.onInterrupt(() => cancelOnServer(info, queryId)),
               Effect.onExit((exit) => record(operation, since, exit)),
-              Effect.tapError((error) =>
-                Effect.zipRight(
-                  Effect.annotateCurrentSpan("error.type", Instruments.errorClass(error._tag)),
-                  breaksConnection(error) ? Pool.invalidate(pool, connection) : Effect.void
-                )
-              )
+              Effect.tapError((error) => breaksConnection(error) ? Pool.invalidate(pool, connection) : Effect.void)
             )
           }).pipe(Effect.scoped)
         )).pipe(withSpan("ClickHouse.try"))

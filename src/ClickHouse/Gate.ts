@@ -38,7 +38,7 @@ export interface GateOptions<E> {
 
 export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
   const { maxWaiting, onAdmit, overloaded, permits, waitSpan } = options
-  const traced = withSpan(waitSpan ?? "Gate.wait")
+  const traced = waitSpan === undefined ? undefined : withSpan(waitSpan)
   const waitExceeded = () => overloaded("wait_exceeded")
 
   let free = permits
@@ -80,7 +80,7 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
         if (!ticket.held) queue.delete(wake)
       })
     }).pipe(Effect.timeoutFail({ duration: options.maxWait, onTimeout: waitExceeded }), Effect.zipRight(admitted))
-    return waitSpan === undefined ? waited : traced(waited)
+    return traced === undefined ? waited : traced(waited)
   }
 
   return {
