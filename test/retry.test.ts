@@ -1,6 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Either, Fiber, Ref, TestClock } from "effect"
-import { hedgeRead, makeRetryBudget, retryRead } from "../src/ClickHouse/Retry.ts"
+import type { ClickHouseClient } from "@clickhouse/client"
+import { makeConnections } from "../src/ClickHouse/Connections.ts"
+import { type Gate, makeGate } from "../src/ClickHouse/Gate.ts"
+import { hedgeRead, makeRetryBudget, retryRead, type Tried } from "../src/ClickHouse/Retry.ts"
+import { attempt, type Params, type TryOptions } from "../src/ClickHouse/Try.ts"
 import {
   type ClickHouseError,
   ClickHouseOverloaded,
@@ -85,17 +89,26 @@ describe("retries", () => {
     }))
 })
 
+/** A try that answers at once with `read`'s value, or fails with its error. */
+const answered = <A, E>(read: Effect.Effect<A, E>) => Effect.map(read, (value): Tried<A> => ({ _tag: "Answered", value }))
+
+/** A try that has not answered by its hedge time: it comes back stalled then, its answer still to come from `rest`. */
+const stalling = <A>(rest: Effect.Effect<A, ClickHouseError>, cancelled: Ref.Ref<number>) => (hedgeAfterMs: number | undefined) =>
+  Effect.as(
+    Effect.sleep(Duration.millis(hedgeAfterMs ?? 0)),
+    { _tag: "Stalled", rest, cancel: Ref.update(cancelled, (c) => c + 1) } satisfies Tried<A> as Tried<A>
+  )
+
 describe("hedged reads", () => {
   it.effect("a try that has not answered in time gets a second one; the first answer wins, the other is cancelled", () =>
     Effect.gen(function*() {
       const stalled = yield* Deferred.make<number>()
       const cancelled = yield* Ref.make(0)
       const tries = yield* Ref.make(0)
-      const read = Effect.flatMap(Ref.updateAndGet(tries, (n) => n + 1), (n) =>
-        n === 1
-          ? Deferred.await(stalled).pipe(Effect.onInterrupt(() => Ref.update(cancelled, (c) => c + 1)))
-          : Effect.succeed(n))
-      const fiber = yield* Effect.fork(hedgeRead(roomy(), Duration.seconds(1))((started) => Effect.zipRight(started, read)))
+      const start = (hedgeAfterMs: number | undefined) =>
+        Effect.flatMap(Ref.updateAndGet(tries, (n) => n + 1), (n) =>
+          n === 1 ? stalling(Deferred.await(stalled), cancelled)(hedgeAfterMs) : answered(Effect.succeed(n)))
+      const fiber = yield* Effect.fork(hedgeRead(roomy(), Duration.seconds(1))(start))
       yield* settle
       expect(yield* Ref.get(tries)).toBe(1)
       yield* TestClock.adjust("1 second")
@@ -106,8 +119,9 @@ describe("hedged reads", () => {
   it.effect("an early failure is returned at once, and a fast answer starts no hedge", () =>
     Effect.gen(function*() {
       const { read, tries } = yield* flaky([new ClickHouseUnavailable({ cause: "refused" })])
-      expect((yield* Effect.flip(hedgeRead(roomy(), Duration.seconds(1))((started) => Effect.zipRight(started, read))))._tag).toBe("ClickHouseUnavailable")
-      expect(yield* hedgeRead(roomy(), Duration.seconds(1))((started) => Effect.zipRight(started, read))).toBe(2)
+      const hedged = hedgeRead(roomy(), Duration.seconds(1))
+      expect((yield* Effect.flip(hedged(() => answered(read))))._tag).toBe("ClickHouseUnavailable")
+      expect(yield* hedged(() => answered(read))).toBe(2)
       yield* TestClock.adjust("5 seconds")
       expect(yield* Ref.get(tries)).toBe(2)
     }))
@@ -117,32 +131,66 @@ describe("hedged reads", () => {
       const budget = makeRetryBudget({ ratio: 0, perSecond: 0, max: 0 })
       const slow = yield* Deferred.make<number>()
       const tries = yield* Ref.make(0)
-      const read = Effect.zipRight(Ref.update(tries, (n) => n + 1), Deferred.await(slow))
-      const fiber = yield* Effect.fork(hedgeRead(budget, Duration.seconds(1))((started) => Effect.zipRight(started, read)))
+      const cancelled = yield* Ref.make(0)
+      const start = (hedgeAfterMs: number | undefined) =>
+        Effect.zipRight(Ref.update(tries, (n) => n + 1), stalling(Deferred.await(slow), cancelled)(hedgeAfterMs))
+      const fiber = yield* Effect.fork(hedgeRead(budget, Duration.seconds(1))(start))
       yield* TestClock.adjust("2 seconds")
       yield* Deferred.succeed(slow, 7)
       expect(yield* Fiber.join(fiber)).toBe(7)
       expect(yield* Ref.get(tries)).toBe(1)
     }))
+})
+
+describe("one try", () => {
+  const options = (gate: Gate<ClickHouseError>): TryOptions => ({
+    gate,
+    connections: makeConnections({ open: () => ({}) as ClickHouseClient, close: () => Promise.resolve(), idleTtlMs: 1000 }),
+    settings: {},
+    ended: () => {},
+    cancelOnServer: () => {},
+    timedOut: () => new ClickHouseTimeout({})
+  })
+  const gateOfOne = () =>
+    makeGate<ClickHouseError>({
+      permits: 1,
+      maxWaiting: 10,
+      maxWait: "1 minute",
+      overloaded: () => new ClickHouseOverloaded({ reason: "pool" })
+    })
 
   it.effect("time spent waiting for a connection does not count towards the hedge", () =>
     Effect.gen(function*() {
-      const tries = yield* Ref.make(0)
-      // Two seconds in the queue, then a query that answers in 100 ms: no reason to hedge.
-      const read = (started: Effect.Effect<void>) =>
-        Effect.gen(function*() {
-          const n = yield* Ref.updateAndGet(tries, (x) => x + 1)
-          yield* Effect.sleep("2 seconds")
-          yield* started
-          yield* Effect.sleep("100 millis")
-          return n
-        })
-      const fiber = yield* Effect.fork(hedgeRead(roomy(), Duration.seconds(1))(read))
-      yield* settle
+      const gate = gateOfOne()
+      const hold = yield* Deferred.make<void>()
+      yield* Effect.fork(gate.withPermit(Deferred.await(hold)))
+      let answer: (value: number) => void = () => {}
+      const query = () => new Promise<number>((resolve) => (answer = resolve))
+      const fiber = yield* Effect.fork(attempt(options(gate), 1, query, Number.POSITIVE_INFINITY, 1000))
+      // Two seconds in the queue, then a query that answers in 500 ms: no reason to hedge.
       yield* TestClock.adjust("2 seconds")
+      yield* Deferred.succeed(hold, undefined)
       yield* settle
-      yield* TestClock.adjust("100 millis")
-      expect(yield* Fiber.join(fiber)).toBe(1)
-      expect(yield* Ref.get(tries)).toBe(1)
+      yield* TestClock.adjust("500 millis")
+      answer(3)
+      expect(yield* Fiber.join(fiber)).toEqual({ _tag: "Answered", value: 3 })
+      expect(gate.inUse()).toBe(0)
+    }))
+
+  it.effect("past its deadline the query is aborted and its permit given back", () =>
+    Effect.gen(function*() {
+      const gate = gateOfOne()
+      let signal: AbortSignal | undefined
+      const query = (_client: ClickHouseClient, params: Params) => {
+        signal = params.abort_signal
+        return new Promise<number>(() => {})
+      }
+      const fiber = yield* Effect.fork(Effect.flip(attempt(options(gate), 1, query, 3000, undefined)))
+      yield* settle
+      expect(gate.inUse()).toBe(1)
+      yield* TestClock.adjust("3 seconds")
+      expect((yield* Fiber.join(fiber))._tag).toBe("ClickHouseTimeout")
+      expect(signal?.aborted).toBe(true)
+      expect(gate.inUse()).toBe(0)
     }))
 })

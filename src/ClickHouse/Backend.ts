@@ -106,7 +106,9 @@ export interface Opened {
   /** Outside the pool: pings, server detection, KILL QUERY. */
   readonly control: ClickHouseClient
   /** One pooled connection: a client of one socket, or the embedded engine's one client, shared. */
-  readonly connect: Effect.Effect<ClickHouseClient, never, Scope.Scope>
+  readonly connect: () => ClickHouseClient
+  /** Closes a pooled connection (the shared embedded client stays open until the scope closes). */
+  readonly disconnect: (client: ClickHouseClient) => Promise<void>
 }
 
 /** The clients of the chosen backend, closed with the scope. */
@@ -116,12 +118,18 @@ export const open = (config: ClickHouseConfig): Effect.Effect<Opened, StartupErr
     if (backend._tag === "Embedded") {
       // The engine is one per process: every pooled item shares its client, the pool still bounds concurrency.
       const shared = yield* Effect.acquireRelease(embeddedClient(backend.path), closeClient)
-      return { target: { kind: "embedded", path: backend.path }, control: shared, connect: Effect.succeed(shared) }
+      return {
+        target: { kind: "embedded", path: backend.path },
+        control: shared,
+        connect: () => shared,
+        disconnect: () => Promise.resolve()
+      }
     }
     const control = yield* Effect.acquireRelease(Effect.sync(() => remoteClient(backend.url, config, 2)), closeClient)
     return {
       target: { kind: "remote", url: backend.url.origin },
       control,
-      connect: Effect.acquireRelease(Effect.sync(() => remoteClient(backend.url, config, 1)), closeClient)
+      connect: () => remoteClient(backend.url, config, 1),
+      disconnect: (client) => client.close()
     }
   })

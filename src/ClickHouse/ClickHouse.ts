@@ -1,6 +1,5 @@
-import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client"
-import { Context, Duration, Effect, Exit, FiberRef, Layer, ParseResult, Pool, Schema, Scope } from "effect"
-import { randomUUID } from "node:crypto"
+import type { ClickHouseClient } from "@clickhouse/client"
+import { Context, Duration, Effect, Either, Layer, Schema, type Scope, type Tracer } from "effect"
 import { type ClickHouseConfig, clickHouseConfig } from "../Config.js"
 import {
   type ClickHouseError,
@@ -12,12 +11,14 @@ import type { StartupError } from "../Domain/StartupError.js"
 import * as Instruments from "../Observability/Instruments.js"
 import { withSpan } from "../Observability/Span.js"
 import * as Backend from "./Backend.js"
-import { breaksConnection, classify } from "./Classify.js"
 import { makeCoalescer } from "./Coalesce.js"
-import { makeGate, urgent } from "./Gate.js"
+import { makeConnections } from "./Connections.js"
+import { within } from "./Deadline.js"
+import { makeGate } from "./Gate.js"
 import { hedgeRead, makeRetryBudget, retryRead } from "./Retry.js"
 import { detect, type ServerInfo } from "./ServerInfo.js"
 import * as Sql from "./Sql.js"
+import { attempt, type Params, type TryOptions } from "./Try.js"
 
 export type { Target } from "./Backend.js"
 export type { ServerInfo } from "./ServerInfo.js"
@@ -67,40 +68,49 @@ const readKey = (sql: string, params: QueryParams | undefined) =>
     ? sql
     : `${sql}\u0000${JSON.stringify(Object.keys(params).sort().map((name) => [name, params[name]]))}`
 
-type RowsDecoder<A> = (rows: unknown) => Effect.Effect<ReadonlyArray<A>, ParseResult.ParseError>
+type Decoded = Either.Either<ReadonlyArray<unknown>, ClickHouseBadResponse>
+type RowsDecoder = (rows: unknown) => Decoded
 
-// One compiled decoder per row schema, not one per call.
-const rowsDecoders = new WeakMap<Schema.Schema.Any, RowsDecoder<unknown>>()
-const rowsDecoder = <A, I>(schema: Schema.Schema<A, I>): RowsDecoder<A> => {
+/**
+ * One compiled decoder per row schema, not one per call; and each answer decoded once, however many callers a
+ * coalesced run serves (they all get the same rows).
+ */
+const rowsDecoders = new WeakMap<Schema.Schema.Any, RowsDecoder>()
+const rowsDecoder = <A, I>(schema: Schema.Schema<A, I>): (rows: unknown) => Either.Either<ReadonlyArray<A>, ClickHouseBadResponse> => {
   let decoder = rowsDecoders.get(schema)
   if (decoder === undefined) {
-    decoder = Schema.decodeUnknown(Schema.Array(schema as Schema.Schema<unknown, unknown>))
+    const decode = Schema.decodeUnknownEither(Schema.Array(schema as Schema.Schema<unknown, unknown>))
+    const answers = new WeakMap<object, Decoded>()
+    decoder = (rows) => {
+      const known = typeof rows === "object" && rows !== null ? answers.get(rows) : undefined
+      if (known !== undefined) return known
+      const decoded = Either.mapLeft(decode(rows), (cause) => new ClickHouseBadResponse({ cause }))
+      if (typeof rows === "object" && rows !== null) answers.set(rows, decoded)
+      return decoded
+    }
     rowsDecoders.set(schema, decoder)
   }
-  return decoder as RowsDecoder<A>
+  return decoder as (rows: unknown) => Either.Either<ReadonlyArray<A>, ClickHouseBadResponse>
 }
 
 export const ClickHouse = Context.GenericTag<ClickHouse>("analytics-api/ClickHouse")
 
-interface Connection {
-  readonly client: ClickHouseClient
-}
-
 export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, StartupError, Scope.Scope> =>
   Effect.gen(function*() {
-    const { connect, control, target } = yield* Backend.open(config)
-    const acquire = Effect.map(connect, (client): Connection => ({ client }))
+    const { connect, control, disconnect, target } = yield* Backend.open(config)
 
-    const pool = yield* Pool.makeWithTTL({
-      acquire,
-      min: 0,
-      max: config.poolSize,
-      timeToLive: Duration.seconds(30),
-      timeToLiveStrategy: "usage"
-    })
+    const connections = makeConnections({ open: connect, close: disconnect, idleTtlMs: 30_000 })
+    yield* Effect.addFinalizer(() => Effect.promise(connections.closeAll))
 
-    // Callers wait here, in order and within bounds, rather than inside Pool (see Gate.ts).
-    const gate = makeGate({
+    const queryTimeoutMs = Duration.toMillis(config.queryTimeout)
+    const timedOut = (cause: string) => () => {
+      Instruments.clickHouseErrors("timeout").update(1)
+      return new ClickHouseTimeout({ cause })
+    }
+    const requestExpired: () => ClickHouseError = timedOut("the request passed its deadline")
+
+    // Callers wait here, in order and within bounds, for one of the pool's connections (see Gate.ts).
+    const gate = makeGate<ClickHouseError>({
       permits: config.poolSize,
       maxWaiting: config.maxWaiting,
       maxWait: config.poolWait,
@@ -108,6 +118,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
         Instruments.poolRejections(reason).update(1)
         return new ClickHouseOverloaded({ reason: "pool" })
       },
+      timedOut: requestExpired,
       onAdmit: (waited) => Instruments.poolWait.update(waited),
       waitSpan: "ClickHouse.poolWait"
     })
@@ -160,78 +171,45 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
         )
       })
 
-    type Params = { abort_signal: AbortSignal; query_id: string; clickhouse_settings: ClickHouseSettings }
-
     /** The try's duration and outcome; a failure counted by its class, which its span gets as `error.type`. */
-    const record = (operation: Instruments.Operation, since: number, exit: Exit.Exit<unknown, ClickHouseError>) =>
-      Effect.suspend(() => {
-        const outcome = Exit.isSuccess(exit)
-          ? "ok"
-          : exit.cause._tag === "Fail"
-          ? Instruments.errorClass(exit.cause.error._tag)
-          : "cancelled"
-        Instruments.clickHouseDuration(operation, outcome).update((performance.now() - since) / 1000)
-        if (outcome === "ok" || outcome === "cancelled") return Effect.void
-        Instruments.clickHouseErrors(outcome).update(1)
-        return Effect.annotateCurrentSpan("error.type", outcome)
-      })
+    const ended = (operation: Instruments.Operation) =>
+    (since: number, outcome: ClickHouseError | "ok" | "cancelled", span: Tracer.Span | undefined) => {
+      const label = typeof outcome === "string" ? outcome : Instruments.errorClass(outcome._tag)
+      Instruments.clickHouseDuration(operation, label).update((performance.now() - since) / 1000)
+      if (label === "ok" || label === "cancelled") return
+      Instruments.clickHouseErrors(label).update(1)
+      span?.attribute("error.type", label)
+    }
 
-    /**
-     * One try on one pooled connection; a connection that failed in a way that breaks it is replaced.
-     * Traced as `ClickHouse.try`: its query_id, its number within the call, and whether it is a retry or a hedge.
-     */
-    const attempt = <A>(
-      operation: Instruments.Operation,
-      number: number,
-      f: (client: ClickHouseClient, params: Params) => Promise<A>,
-      started: Effect.Effect<void> = Effect.void
-    ) =>
-      Effect.flatMap(serverInfo, (info) =>
-        gate.withPermit(
-          Effect.gen(function*() {
-            const connection = yield* Pool.get(pool)
-            yield* started
-            const queryId = randomUUID()
-            const hedge = yield* FiberRef.get(urgent)
-            yield* Effect.annotateCurrentSpan({
-              "clickhouse.query_id": queryId,
-              "clickhouse.attempt": number,
-              "clickhouse.try": number === 1 ? "first" : hedge ? "hedge" : "retry"
-            })
-            const since = performance.now()
-            const settings = operation === "query" ? info.readSettings : info.writeSettings
-            return yield* Effect.tryPromise({
-              try: (signal) => f(connection.client, { abort_signal: signal, query_id: queryId, clickhouse_settings: settings }),
-              catch: classify
-            }).pipe(
-              Effect.onInterrupt(() => cancelOnServer(info, queryId)),
-              Effect.onExit((exit) => record(operation, since, exit)),
-              Effect.tapError((error) => breaksConnection(error) ? Pool.invalidate(pool, connection) : Effect.void)
-            )
-          }).pipe(Effect.scoped)
-        )).pipe(withSpan("ClickHouse.try"))
+    const tryOptions = (operation: Instruments.Operation, info: ServerInfo): TryOptions => ({
+      gate,
+      connections,
+      settings: operation === "query" ? info.readSettings : info.writeSettings,
+      ended: ended(operation),
+      cancelOnServer: (queryId) => Effect.runFork(cancelOnServer(info, queryId)),
+      timedOut: timedOut(`${operation} passed its deadline`)
+    })
 
     const budget = makeRetryBudget({ ratio: 0.1, perSecond: 5, max: 20 })
+    const hedged = hedgeRead(budget, config.hedgeAfter)
+    const once = hedgeRead(budget, Duration.zero)
+    const retried = retryRead(budget)
 
     /**
-     * Reads are hedged and retried (they are idempotent); writes run once. Either way the whole call,
-     * waits and tries included, has one deadline.
+     * Reads are hedged and retried (they are idempotent); writes run once. Either way the whole call, waits and
+     * tries included, has one deadline: `CLICKHOUSE_QUERY_TIMEOUT_MS`, or the request's own if that comes first.
+     * Each try is traced as `ClickHouse.try`.
      */
     const run = <A>(operation: Instruments.Operation, f: (client: ClickHouseClient, params: Params) => Promise<A>) =>
-      Effect.suspend(() => {
-        let tries = 0
-        const next = (started?: Effect.Effect<void>) => Effect.suspend(() => attempt(operation, ++tries, f, started))
-        return operation === "query" ? hedgeRead(budget, config.hedgeAfter)(next).pipe(retryRead(budget)) : next()
-      }).pipe(
-        Effect.timeoutFail({
-          duration: config.queryTimeout,
-          onTimeout: () => {
-            Instruments.clickHouseErrors("timeout").update(1)
-            return new ClickHouseTimeout({ cause: `${operation} passed its deadline` })
-          }
-        }),
-        withSpan(`ClickHouse.${operation}`)
-      )
+      Effect.flatMap(serverInfo, (info) => {
+        const options = tryOptions(operation, info)
+        return Effect.flatMap(within(queryTimeoutMs), (deadline) => {
+          let tries = 0
+          const next = (hedgeAfterMs: number | undefined) =>
+            Effect.suspend(() => attempt(options, ++tries, f, deadline, hedgeAfterMs)).pipe(withSpan("ClickHouse.try"))
+          return operation === "query" ? retried(hedged(next), deadline) : once(next)
+        })
+      }).pipe(withSpan(`ClickHouse.${operation}`))
 
     const coalescer = yield* makeCoalescer({ coalesce: config.coalesce, ttl: config.cacheTtl })
 
@@ -239,11 +217,10 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       coalescer.run(
         readKey(sql, queryParams),
         run("query", (client, params) =>
-          Backend.readJson(client, { query: sql, ...params, ...(queryParams ? { query_params: queryParams } : {}) }))
+          Backend.readJson(client, { query: sql, ...params, ...(queryParams ? { query_params: queryParams } : {}) })),
+        requestExpired
       ).pipe(
-        Effect.flatMap((rows) =>
-          rowsDecoder(schema)(rows).pipe(Effect.mapError((cause) => new ClickHouseBadResponse({ cause })))
-        )
+        Effect.flatMap(rowsDecoder(schema))
       )
 
     const selectWith = <A, I>(info: ServerInfo, statement: Sql.Statement, schema: Schema.Schema<A, I>) => {

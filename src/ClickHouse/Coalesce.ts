@@ -1,6 +1,7 @@
-import { Clock, Deferred, Duration, Effect, Exit, Fiber, FiberId, Scope, type Tracer } from "effect"
+import { Clock, Duration, Effect, Exit, Fiber, Scope, type Tracer } from "effect"
 import * as Instruments from "../Observability/Instruments.js"
 import { withSpan } from "../Observability/Span.js"
+import { requestDeadline, waitUntil } from "./Deadline.js"
 
 /**
  * Fresh-read coalescing of identical reads (same key: SQL and parameters).
@@ -8,8 +9,9 @@ import { withSpan } from "../Observability/Span.js"
  * At most one run per key is in flight. A caller that arrives while a run is in flight waits for the
  * next run, which starts as soon as the current one ends and serves every caller that arrived meanwhile.
  * So every answer comes from a run that started after its caller arrived: a caller that wrote and then
- * reads sees its write. Failures are shared like values. A caller that is interrupted leaves; the run is
- * interrupted only when its last caller leaves.
+ * reads sees its write. Failures are shared like values. A caller that is interrupted, or whose request
+ * passes its deadline (it then gets `expired`), leaves; the run is interrupted only when its last caller leaves.
+ * Waiting costs no fiber: a run's callers are callbacks it calls when it ends.
  *
  * With a TTL, a successful answer is also reused while its run started less than `ttl` ago: answers may
  * then be up to `ttl` old. Only the same key ever shares an answer.
@@ -18,7 +20,7 @@ import { withSpan } from "../Observability/Span.js"
  * it); a run is traced under the span of the caller that started it.
  */
 export interface Coalescer {
-  readonly run: <A, E>(key: string, effect: Effect.Effect<A, E>) => Effect.Effect<A, E>
+  readonly run: <A, E>(key: string, effect: Effect.Effect<A, E>, expired?: () => E) => Effect.Effect<A, E>
   /** Keys with a run in flight or queued. */
   readonly active: () => number
 }
@@ -34,7 +36,8 @@ export interface CoalesceOptions {
 
 interface Batch {
   readonly effect: Effect.Effect<unknown, unknown>
-  readonly deferred: Deferred.Deferred<unknown, unknown>
+  readonly callers: Set<(exit: Exit.Exit<unknown, unknown>) => void>
+  exit: Exit.Exit<unknown, unknown> | undefined
   waiters: number
   startedAt: number
   fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
@@ -81,7 +84,8 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
 
     const newBatch = (effect: Effect.Effect<unknown, unknown>, leader: Tracer.AnySpan | undefined): Batch => ({
       effect: leader === undefined ? effect : Effect.withParentSpan(effect, leader),
-      deferred: Deferred.unsafeMake(FiberId.none),
+      callers: new Set(),
+      exit: undefined,
       waiters: 1,
       startedAt: 0,
       fiber: undefined
@@ -109,9 +113,10 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
           else slot.running = following
           slot.next = undefined
         }
-        return Deferred.done(batch.deferred, exit).pipe(
-          Effect.zipRight(following === undefined ? Effect.void : start(key, following))
-        )
+        batch.exit = exit
+        for (const caller of batch.callers) caller(exit)
+        batch.callers.clear()
+        return following === undefined ? Effect.void : start(key, following)
       })
 
     const leave = (key: string, batch: Batch): Effect.Effect<void> =>
@@ -146,26 +151,44 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
         return Effect.succeed(slot.next)
       })
 
-    const shared = <A, E>(key: string, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+    /** Until the batch's run ends, or the request's deadline passes. */
+    const await_ = <A, E>(key: string, batch: Batch, expired: (() => E) | undefined) =>
+      Effect.withFiberRuntime<A, E>((fiber) =>
+        waitUntil<A, E>(
+          expired === undefined ? Number.POSITIVE_INFINITY : fiber.getFiberRef(requestDeadline),
+          (done) => {
+            const caller = done as (exit: Exit.Exit<unknown, unknown>) => void
+            if (batch.exit !== undefined) {
+              caller(batch.exit)
+              return () => {}
+            }
+            batch.callers.add(caller)
+            return () => batch.callers.delete(caller)
+          },
+          () => Effect.zipRight(leave(key, batch), Effect.fail(expired!()))
+        )
+      )
+
+    const shared = <A, E>(key: string, effect: Effect.Effect<A, E>, expired: (() => E) | undefined): Effect.Effect<A, E> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(enlist(key, effect), (batch) =>
-          restore(Deferred.await(batch.deferred)).pipe(
+          restore(await_<A, E>(key, batch, expired)).pipe(
             Effect.onInterrupt(() => leave(key, batch))
-          ) as Effect.Effect<A, E>)
+          ))
       ).pipe(coalesceSpan)
 
-    const cached = <A, E>(key: string, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+    const cached = <A, E>(key: string, effect: Effect.Effect<A, E>, expired: (() => E) | undefined): Effect.Effect<A, E> =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
         const hit = fromCache(key, now)
         if (hit !== undefined) return Effect.succeed(hit.value as A)
         // A shared run remembers its own answer when it ends; an unshared one is remembered here.
         return options.coalesce
-          ? shared(key, effect)
+          ? shared(key, effect, expired)
           : Effect.tap(effect, (value) => Effect.sync(() => remember(key, value, now)))
       })
 
-    const run = <A, E>(key: string, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
-      ttl > 0 ? cached(key, effect) : options.coalesce ? shared(key, effect) : effect
+    const run = <A, E>(key: string, effect: Effect.Effect<A, E>, expired?: () => E): Effect.Effect<A, E> =>
+      ttl > 0 ? cached(key, effect, expired) : options.coalesce ? shared(key, effect, expired) : effect
 
     return { run, active: () => slots.size }
   })

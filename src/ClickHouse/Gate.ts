@@ -1,5 +1,6 @@
-import { type Duration, Effect, Exit, FiberRef } from "effect"
+import { type Clock, Duration, Effect, Exit, FiberRef } from "effect"
 import { withSpan } from "../Observability/Span.js"
+import { after } from "./Deadline.js"
 
 /**
  * Set for work that belongs to a caller already admitted once (a hedged second try): it waits ahead of
@@ -13,14 +14,28 @@ export const urgent: FiberRef.FiberRef<boolean> = FiberRef.unsafeMake(false)
  * Why not `Effect.makeSemaphore` (which `Pool` uses inside): in effect 3.x a release wakes every waiter,
  * each re-checks and all but one go back to sleep, so N waiters cost O(N) per release and O(N²) per burst.
  * With 2000 callers queued behind a pool of 8 that pinned a core and grew the heap past 3 GB.
- * Here a release wakes exactly one waiter, and the queue has a hard bound.
+ * Here a release wakes exactly one waiter, and the queue has a hard bound. Waiting costs no fiber: the wait and its
+ * time limit are one callback each (Deadline.ts).
  */
 export interface Gate<E> {
   /**
    * Runs `self` holding a permit. Waits FIFO for at most `maxWait`; fails with `overloaded` after that,
-   * or at once when `maxWaiting` callers already wait.
+   * or at once when `maxWaiting` callers already wait. A `deadline` (`Clock` ms) that comes first ends the
+   * wait with `timedOut`.
    */
-  readonly withPermit: <A, E1, R>(self: Effect.Effect<A, E1, R>) => Effect.Effect<A, E | E1, R>
+  readonly withPermit: <A, E1, R>(self: Effect.Effect<A, E1, R>, deadline?: number) => Effect.Effect<A, E | E1, R>
+  /**
+   * `withPermit` for callbacks: `admitted` once a permit is held (give it back with `release`), or `refused` with
+   * the reason. Returns how to leave the queue before either (a no-op after).
+   */
+  readonly admit: (
+    clock: Clock.Clock,
+    urgent: boolean,
+    deadline: number,
+    admitted: () => void,
+    refused: (error: E) => void
+  ) => () => void
+  readonly release: () => void
   readonly waiting: () => number
   readonly inUse: () => number
 }
@@ -30,16 +45,21 @@ export interface GateOptions<E> {
   readonly maxWaiting: number
   readonly maxWait: Duration.DurationInput
   readonly overloaded: (reason: "queue_full" | "wait_exceeded") => E
+  /** The caller's deadline passed while it waited. */
+  readonly timedOut?: () => E
   /** Called with the seconds each admitted caller waited. */
   readonly onAdmit?: (waited: number) => void
   /** The waiting is traced as a span of this name. */
   readonly waitSpan?: string
 }
 
+const none = () => {}
+
 export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
   const { maxWaiting, onAdmit, overloaded, permits, waitSpan } = options
   const traced = waitSpan === undefined ? undefined : withSpan(waitSpan)
-  const waitExceeded = () => overloaded("wait_exceeded")
+  const maxWaitMs = Duration.toMillis(options.maxWait)
+  const timedOut = options.timedOut ?? (() => overloaded("wait_exceeded"))
 
   let free = permits
   const waiters = new Set<() => void>()
@@ -56,45 +76,62 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
     }
   }
 
+  const admit: Gate<E>["admit"] = (clock, isUrgent, deadline, admitted, refused) => {
+    if (free > 0) {
+      free--
+      onAdmit?.(0)
+      admitted()
+      return none
+    }
+    if (waiters.size + urgentWaiters.size >= maxWaiting) {
+      refused(overloaded("queue_full"))
+      return none
+    }
+    const since = clock.unsafeCurrentTimeMillis()
+    const limit = since + maxWaitMs
+    const queue = isUrgent ? urgentWaiters : waiters
+    const wake = () => {
+      cancelTimer()
+      onAdmit?.((clock.unsafeCurrentTimeMillis() - since) / 1000)
+      admitted()
+    }
+    queue.add(wake)
+    const cancelTimer = after(clock, Math.min(limit, deadline) - since, () => {
+      queue.delete(wake)
+      refused(deadline < limit ? timedOut() : overloaded("wait_exceeded"))
+    })
+    return () => {
+      if (queue.delete(wake)) cancelTimer()
+    }
+  }
+
   /** `ticket.held` turns true the moment a permit is ours, even if this fiber never gets to see it. */
-  const take = (ticket: { held: boolean }, queue: Set<() => void>) => {
-    const since = onAdmit === undefined ? 0 : performance.now()
-    const admitted = onAdmit === undefined ? Effect.void : Effect.sync(() => onAdmit((performance.now() - since) / 1000))
-    const waited = Effect.async<void, E>((resume) => {
-      if (free > 0) {
-        free--
-        ticket.held = true
-        resume(Effect.void)
-        return
-      }
-      if (waiters.size + urgentWaiters.size >= maxWaiting) {
-        resume(Effect.fail(overloaded("queue_full")))
-        return
-      }
-      const wake = () => {
-        ticket.held = true
-        resume(Effect.void)
-      }
-      queue.add(wake)
-      return Effect.sync(() => {
-        if (!ticket.held) queue.delete(wake)
-      })
-    }).pipe(Effect.timeoutFail({ duration: options.maxWait, onTimeout: waitExceeded }), Effect.zipRight(admitted))
+  const take = (ticket: { held: boolean }, deadline: number) => {
+    const waited = Effect.clockWith((clock) =>
+      Effect.flatMap(FiberRef.get(urgent), (isUrgent) =>
+        Effect.async<void, E>((resume) => {
+          const leave = admit(clock, isUrgent, deadline, () => {
+            ticket.held = true
+            resume(Effect.void)
+          }, (error) => resume(Effect.fail(error)))
+          return Effect.sync(leave)
+        }))
+    )
     return traced === undefined ? waited : traced(waited)
   }
 
   return {
-    withPermit: (self) =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(FiberRef.get(urgent), (isUrgent) => {
-          const ticket = { held: false }
-          return restore(take(ticket, isUrgent ? urgentWaiters : waiters)).pipe(
-            // Interrupted or timed out just as a permit was handed over: pass it on.
-            Effect.onExit((exit) => Exit.isFailure(exit) && ticket.held ? Effect.sync(release) : Effect.void),
-            Effect.flatMap(() => Effect.ensuring(restore(self), Effect.sync(release)))
-          )
-        })
-      ),
+    withPermit: (self, deadline = Number.POSITIVE_INFINITY) =>
+      Effect.uninterruptibleMask((restore) => {
+        const ticket = { held: false }
+        return restore(take(ticket, deadline)).pipe(
+          // Interrupted or timed out just as a permit was handed over: pass it on.
+          Effect.onExit((exit) => Exit.isFailure(exit) && ticket.held ? Effect.sync(release) : Effect.void),
+          Effect.flatMap(() => Effect.ensuring(restore(self), Effect.sync(release)))
+        )
+      }),
+    admit,
+    release,
     waiting: () => waiters.size + urgentWaiters.size,
     inUse: () => permits - free
   }

@@ -1,4 +1,4 @@
-import { Clock, Deferred, Duration, Effect, Fiber, Schedule } from "effect"
+import { Clock, Duration, Effect } from "effect"
 import type { ClickHouseError } from "../Domain/ClickHouseError.js"
 import * as Instruments from "../Observability/Instruments.js"
 import { urgent } from "./Gate.js"
@@ -61,51 +61,66 @@ export interface RetryPolicy {
 
 export const defaultRetryPolicy: RetryPolicy = { attempts: 3, base: Duration.millis(25) }
 
-/** Retries an idempotent read on retryable failures, within the attempt cap and the budget. */
-export const retryRead = (budget: RetryBudget, policy: RetryPolicy = defaultRetryPolicy) =>
-<A, R>(read: Effect.Effect<A, ClickHouseError, R>): Effect.Effect<A, ClickHouseError, R> =>
-  Effect.zipRight(
-    budget.deposit,
-    Effect.retry(read, {
-      schedule: Schedule.jittered(Schedule.exponential(policy.base)),
-      times: policy.attempts - 1,
-      while: (error) =>
-        retryable(error)
-          ? Effect.tap(budget.withdraw, (allowed) =>
-            allowed
-              ? Instruments.clickHouseRetries(Instruments.errorClass(error._tag)).update(1)
-              : Instruments.budgetExhausted("retry").update(1))
-          : Effect.succeed(false)
-    })
-  )
+const jittered = (ms: number) => ms * (0.8 + 0.4 * Math.random())
 
 /**
- * A hedged read: if the first try has not answered `after` its query started (time spent waiting for a
- * connection does not count), a second one starts on another connection, ahead of the queue, when the budget
- * allows; the first answer wins and the other try is cancelled. A stalled connection then costs `after`, not
- * the whole deadline. A try that fails before the hedge starts fails at once (for `retryRead` to handle).
- * `read` is given an effect to run once its query is under way.
+ * Retries an idempotent read on retryable failures, within the attempt cap and the budget. No backoff runs past
+ * `deadline` (`Clock` ms): the try after it meets the deadline at once.
  */
-export const hedgeRead = (budget: RetryBudget, after: Duration.Duration) =>
-<A, R>(
-  read: (started: Effect.Effect<void>) => Effect.Effect<A, ClickHouseError, R>
-): Effect.Effect<A, ClickHouseError, R> =>
-  Duration.toMillis(after) <= 0 ? read(Effect.void) : Effect.flatMap(Deferred.make<void>(), (started) =>
-    Effect.raceWith(read(Deferred.succeed(started, undefined)), Effect.zipRight(Deferred.await(started), Effect.sleep(after)), {
-      onSelfDone: (exit, timer) => Effect.zipRight(Fiber.interrupt(timer), exit),
-      onOtherDone: (_, first) =>
-        Effect.flatMap(budget.withdraw, (allowed) => {
+export const retryRead = (budget: RetryBudget, policy: RetryPolicy = defaultRetryPolicy) => {
+  const baseMs = Duration.toMillis(policy.base)
+  return <A, R>(read: Effect.Effect<A, ClickHouseError, R>, deadline = Number.POSITIVE_INFINITY): Effect.Effect<A, ClickHouseError, R> => {
+    const from = (tries: number): Effect.Effect<A, ClickHouseError, R> =>
+      Effect.catchAll(read, (error) => {
+        if (tries >= policy.attempts || !retryable(error)) return Effect.fail(error)
+        return Effect.flatMap(budget.withdraw, (allowed) => {
           if (!allowed) {
-            Instruments.budgetExhausted("hedge").update(1)
-            return Fiber.join(first)
+            Instruments.budgetExhausted("retry").update(1)
+            return Effect.fail(error)
           }
-          Instruments.hedgesFired.update(1)
-          const hedge = Effect.locally(read(Effect.void), urgent, true).pipe(
-            Effect.tap(() => Instruments.hedgesWon.update(1))
-          )
-          return Effect.race(Fiber.join(first), hedge)
-        }).pipe(
-          // Whoever wins, and if the caller goes away, the first try stops too.
-          Effect.ensuring(Fiber.interrupt(first))
-        )
-    }))
+          Instruments.clickHouseRetries(Instruments.errorClass(error._tag)).update(1)
+          return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            const backoff = Math.min(jittered(baseMs * 2 ** (tries - 1)), Math.max(0, deadline - now))
+            return Effect.zipRight(Effect.sleep(Duration.millis(backoff)), from(tries + 1))
+          })
+        })
+      })
+    return Effect.zipRight(budget.deposit, from(1))
+  }
+}
+
+/**
+ * What a try of a read gives back: its answer, or, when it has not answered by its hedge time, itself still
+ * running: `rest` waits on for its answer (within the read's deadline), `cancel` stops it.
+ */
+export type Tried<A> =
+  | { readonly _tag: "Answered"; readonly value: A }
+  | { readonly _tag: "Stalled"; readonly rest: Effect.Effect<A, ClickHouseError>; readonly cancel: Effect.Effect<void> }
+
+/**
+ * A hedged read: if the first try has not answered `after` its query started (`start` is given that time and
+ * counts it from then: time spent waiting for a connection does not count), a second one starts on another
+ * connection, ahead of the queue, when the budget allows; the first answer wins and the other try is cancelled.
+ * A stalled connection then costs `after`, not the whole deadline. A try that fails before the hedge starts
+ * fails at once (for `retryRead` to handle). Until a try stalls, nothing is forked.
+ */
+export const hedgeRead = (budget: RetryBudget, after: Duration.Duration) => {
+  const afterMs = Duration.toMillis(after)
+  return <A, R>(start: (hedgeAfterMs: number | undefined) => Effect.Effect<Tried<A>, ClickHouseError, R>) => {
+    const hedge = Effect.locally(start(undefined), urgent, true).pipe(
+      Effect.flatMap((tried) => tried._tag === "Answered" ? Effect.succeed(tried.value) : Effect.ensuring(tried.rest, tried.cancel)),
+      Effect.tap(() => Instruments.hedgesWon.update(1))
+    )
+    return Effect.flatMap(start(afterMs > 0 ? afterMs : undefined), (first) => {
+      if (first._tag === "Answered") return Effect.succeed(first.value)
+      return Effect.flatMap(budget.withdraw, (allowed) => {
+        if (!allowed) {
+          Instruments.budgetExhausted("hedge").update(1)
+          return first.rest
+        }
+        Instruments.hedgesFired.update(1)
+        return Effect.race(first.rest, hedge)
+      }).pipe(Effect.ensuring(first.cancel))
+    })
+  }
+}

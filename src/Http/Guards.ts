@@ -1,6 +1,7 @@
 import { HttpMiddleware, HttpServerRequest } from "@effect/platform"
-import { Duration, Effect, Redacted } from "effect"
+import { Duration, Effect, FiberRef, Redacted } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
+import { requestDeadline } from "../ClickHouse/Deadline.js"
 import { ApiError } from "../Domain/ApiError.js"
 import { toResponse } from "./ErrorResponse.js"
 
@@ -41,13 +42,18 @@ export const apiKeyAuth = (keys: ReadonlyArray<Redacted.Redacted<string>>, open:
   )
 }
 
-const timedOut = toResponse(new ApiError({ code: "timeout", message: "The request did not finish in time." }))
-
-/** Each request has a deadline; past it the work is interrupted (down to the ClickHouse query) and the caller gets 504. */
-export const deadline = (timeout: Duration.Duration) =>
-  HttpMiddleware.make((app) =>
-    Effect.timeoutTo(app, { duration: timeout, onSuccess: (response) => response, onTimeout: () => timedOut })
+/**
+ * Each request has a deadline: every wait for ClickHouse on its behalf (a connection, a query, a shared run, a
+ * retry) ends by it, the query is cancelled on the server, and the caller gets 504. It is a time, not a timer:
+ * the waits themselves keep it (Deadline.ts), so a request costs no fiber or timer of its own.
+ */
+export const deadline = (timeout: Duration.Duration) => {
+  const ms = Duration.toMillis(timeout)
+  return HttpMiddleware.make((app) =>
+    // Set on the request's own fiber, not around `app`: nothing runs on it after the request.
+    Effect.clockWith((clock) => Effect.zipRight(FiberRef.set(requestDeadline, clock.unsafeCurrentTimeMillis() + ms), app))
   )
+}
 
 /** No endpoint takes a body: a declared body past `maxBytes` is refused before anyone reads it. */
 export const bodyLimit = (maxBytes: number) =>

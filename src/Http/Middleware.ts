@@ -1,5 +1,5 @@
 import { HttpApp, HttpMiddleware, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Context, Effect, Exit, FiberRef, LogLevel } from "effect"
+import { Context, Effect, Exit, FiberRef, HashMap, LogLevel } from "effect"
 import { randomUUID } from "node:crypto"
 import * as Instruments from "../Observability/Instruments.js"
 import { errorCodeOf } from "./ErrorResponse.js"
@@ -59,9 +59,14 @@ export const requestLog = (routes: ReadonlySet<string>) =>
           )
           : Effect.void
       }
-      // The platform sends the response before middleware sees it: headers go on through a pre-response handler.
+      // As middleware of the server, `app` has sent its response before it returns: the header goes on before that.
+      // The log annotation is set on the request's own fiber, not around `app`: nothing runs on it after the request.
       return HttpApp.appendPreResponseHandler((_request, response) =>
         Effect.succeed(HttpServerResponse.setHeader(response, "x-request-id", requestId))
-      ).pipe(Effect.zipRight(Effect.annotateLogs(app, "requestId", requestId)), Effect.onExit((exit) => done(exit)))
+      ).pipe(
+        Effect.zipRight(FiberRef.update(FiberRef.currentLogAnnotations, HashMap.set("requestId", requestId as unknown))),
+        Effect.zipRight(app),
+        Effect.onExit((exit) => done(exit))
+      )
     })
   )

@@ -1,0 +1,158 @@
+import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client"
+import { Effect, Exit, FiberRef, type Tracer } from "effect"
+import { randomUUID } from "node:crypto"
+import type { ClickHouseError } from "../Domain/ClickHouseError.js"
+import { breaksConnection, classify } from "./Classify.js"
+import type { Connections } from "./Connections.js"
+import { after } from "./Deadline.js"
+import { type Gate, urgent } from "./Gate.js"
+import type { Tried } from "./Retry.js"
+
+export interface Params {
+  readonly abort_signal: AbortSignal
+  readonly query_id: string
+  readonly clickhouse_settings: ClickHouseSettings
+}
+
+export interface TryOptions {
+  readonly gate: Gate<ClickHouseError>
+  readonly connections: Connections<ClickHouseClient>
+  readonly settings: ClickHouseSettings
+  /** How each try ended, for the metrics and the try's span: "cancelled" when it was stopped unanswered. */
+  readonly ended: (since: number, outcome: ClickHouseError | "ok" | "cancelled", span: Tracer.Span | undefined) => void
+  /** A try stopped unanswered: make sure the server stops it too. */
+  readonly cancelOnServer: (queryId: string) => void
+  /** The deadline passed. */
+  readonly timedOut: () => ClickHouseError
+}
+
+const none = () => {}
+
+/**
+ * One try of a query, as one wait: a permit (FIFO, see Gate.ts), a pooled connection, the query and its answer,
+ * all within `deadline` (`Clock` ms). With `hedgeAfterMs`, a try still unanswered that long after its query
+ * started comes back `Stalled`, still running, for `hedgeRead`. Interrupted, or past its deadline, the query is
+ * aborted and stopped on the server; a connection that broke is closed, not reused. Callbacks and one
+ * `Effect.async` instead of an effect per step: this is on the path of every read that is not coalesced.
+ * With a sampled span, it gets the query_id, the try's number, and whether it is the first, a retry or a hedge.
+ */
+export const attempt = <A>(
+  options: TryOptions,
+  number: number,
+  f: (client: ClickHouseClient, params: Params) => Promise<A>,
+  deadline: number,
+  hedgeAfterMs: number | undefined
+): Effect.Effect<Tried<A>, ClickHouseError> =>
+  Effect.clockWith((clock) => Effect.withFiberRuntime<Tried<A>, ClickHouseError>((fiber) => {
+    const { connections, gate } = options
+    const isUrgent = fiber.getFiberRef(urgent)
+    const current = fiber.currentSpan
+    const span = fiber.getFiberRef(FiberRef.currentTracerEnabled) && current?._tag === "Span" && current.sampled
+      ? current
+      : undefined
+
+    let outcome: Exit.Exit<A, ClickHouseError> | undefined
+    let stopped = false
+    let started = false
+    let cancelQuery = none
+    /** Who waits for the answer, each with its timer. */
+    const waiting = new Map<(exit: Exit.Exit<A, ClickHouseError> | undefined) => void, () => void>()
+
+    /** Calls back with the answer, or with nothing if `at` comes first (the query runs on); returns how to stop waiting. */
+    const await_ = (at: number, done: (exit: Exit.Exit<A, ClickHouseError> | undefined) => void) => {
+      if (outcome !== undefined) {
+        done(outcome)
+        return none
+      }
+      const left = at - clock.unsafeCurrentTimeMillis()
+      if (left <= 0) {
+        done(undefined)
+        return none
+      }
+      waiting.set(done, Number.isFinite(at) ? after(clock, left, () => waiting.delete(done) && done(undefined)) : none)
+      return () => {
+        waiting.get(done)?.()
+        waiting.delete(done)
+      }
+    }
+
+    /** Stops the query if it has not answered, and gives back its connection (closed) and permit. */
+    const stop = () => {
+      if (stopped || !started || outcome !== undefined) return
+      stopped = true
+      cancelQuery()
+    }
+
+    const run = () => {
+      started = true
+      const queryId = randomUUID()
+      span?.attribute("clickhouse.query_id", queryId)
+      span?.attribute("clickhouse.attempt", number)
+      span?.attribute("clickhouse.try", number === 1 ? "first" : isUrgent ? "hedge" : "retry")
+      const client = connections.take()
+      const controller = new AbortController()
+      const since = performance.now()
+      const settle = (exit: Exit.Exit<A, ClickHouseError>) => {
+        if (stopped) return
+        outcome = exit
+        const error = Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : undefined
+        connections.give(client, error !== undefined && breaksConnection(error))
+        gate.release()
+        options.ended(since, error ?? "ok", span)
+        for (const [done, cancelTimer] of waiting) {
+          cancelTimer()
+          done(exit)
+        }
+        waiting.clear()
+      }
+      cancelQuery = () => {
+        controller.abort()
+        connections.give(client, true)
+        gate.release()
+        options.ended(since, "cancelled", span)
+        options.cancelOnServer(queryId)
+        for (const cancelTimer of waiting.values()) cancelTimer()
+        waiting.clear()
+      }
+      f(client, { abort_signal: controller.signal, query_id: queryId, clickhouse_settings: options.settings }).then(
+        (value) => settle(Exit.succeed(value)),
+        (cause) => settle(Exit.fail(classify(cause)))
+      )
+    }
+
+    /** The answer within the deadline; past it, the query is stopped. */
+    const rest = Effect.async<A, ClickHouseError>((resume) => {
+      const leave = await_(deadline, (exit) => {
+        if (exit !== undefined) return resume(exit)
+        stop()
+        resume(Effect.fail(options.timedOut()))
+      })
+      return Effect.sync(leave)
+    })
+
+    // Traced, the wait for a permit is a span of its own.
+    const waitSpan = span === undefined ? Effect.succeed(undefined) : Effect.makeSpan("ClickHouse.poolWait")
+    return Effect.flatMap(waitSpan, (wait) => Effect.async<Tried<A>, ClickHouseError>((resume) => {
+      let leave = none
+      const leaveQueue = gate.admit(clock, isUrgent, deadline, () => {
+        wait?.end(clock.unsafeCurrentTimeNanos(), Exit.void)
+        run()
+        const hedgeAt = hedgeAfterMs === undefined ? Number.POSITIVE_INFINITY : clock.unsafeCurrentTimeMillis() + hedgeAfterMs
+        leave = await_(Math.min(hedgeAt, deadline), (exit) => {
+          if (exit !== undefined) return resume(Exit.map(exit, (value) => ({ _tag: "Answered", value })))
+          if (hedgeAt < deadline) return resume(Exit.succeed({ _tag: "Stalled", rest, cancel: Effect.sync(stop) }))
+          stop()
+          resume(Effect.fail(options.timedOut()))
+        })
+      }, (error) => {
+        wait?.end(clock.unsafeCurrentTimeNanos(), Exit.fail(error))
+        resume(Effect.fail(error))
+      })
+      return Effect.sync(() => {
+        if (!started) wait?.end(clock.unsafeCurrentTimeNanos(), Exit.interrupt(fiber.id()))
+        leaveQueue()
+        leave()
+        stop()
+      })
+    }))
+  }))
