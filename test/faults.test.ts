@@ -137,6 +137,32 @@ describeReal("faults between the API and ClickHouse", () => {
       expect(still).toBe(0)
     }).pipe(Effect.provide(stack(config(remoteBackend(url), { queryTimeout: Duration.seconds(30) }), endless))))
 
+  for (const coalesce of [true, false]) {
+    it.live(`past the request's deadline: a JSON 504 and its query stops on the server (coalescing ${coalesce ? "on" : "off"})`, () =>
+      Effect.gen(function*() {
+        const running = () =>
+          sql(`SELECT count() FROM system.processes WHERE query LIKE '%${endless.database}%' AND query NOT LIKE '%processes%'`)
+            .then(Number)
+        const started = Date.now()
+        const answer = yield* getJson("/api/metrics")
+        const took = Date.now() - started
+        expect(answer.status).toBe(504)
+        expect(answer.json).toMatchObject({ error: { code: "timeout" } })
+        expect(took).toBeGreaterThanOrEqual(500)
+        expect(took).toBeLessThan(5_000)
+        let still = yield* Effect.promise(running)
+        for (let i = 0; i < 30 && still > 0; i++) {
+          yield* Effect.sleep("100 millis")
+          still = yield* Effect.promise(running)
+        }
+        expect(still).toBe(0)
+      }).pipe(Effect.provide(stack(
+        config(remoteBackend(url), { queryTimeout: Duration.seconds(30), coalesce }),
+        endless,
+        { ...defaultHttpConfig, requestTimeout: Duration.millis(600) }
+      ))))
+  }
+
   it.live("an error that the server meets after it started answering is an error, never a partial answer", () =>
     Effect.gen(function*() {
       const ch = yield* ClickHouse
