@@ -59,7 +59,7 @@ const expectClean = (text: string) => {
 }
 
 layer(
-  HttpServer.serve(FailingRouter, requestLog(new Set())).pipe(Layer.provideMerge(NodeHttpServer.layerTest), Layer.provide(quietLogs)),
+  HttpServer.serve(requestLog(new Set())(FailingRouter)).pipe(Layer.provideMerge(NodeHttpServer.layerTest), Layer.provide(quietLogs)),
   { excludeTestServices: true }
 )("error mapping", (it) => {
   it.effect.each(cases)("%s → its status and a clean JSON body", ([name, , status, code]) =>

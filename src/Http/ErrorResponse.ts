@@ -1,9 +1,10 @@
-import { HttpServerResponse } from "@effect/platform"
-import { Cause, Effect } from "effect"
+import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { Cause, Effect, Option } from "effect"
 import { ApiError } from "../Domain/ApiError.js"
 import { type ClickHouseError, isClickHouseError } from "../Domain/ClickHouseError.js"
 import { firstLine } from "../Domain/StartupError.js"
 import { InvalidQuery } from "../Metrics.js"
+import { requestIdOf } from "./RequestId.js"
 
 export const fromClickHouseError = (error: ClickHouseError): ApiError => {
   switch (error._tag) {
@@ -74,14 +75,21 @@ const toApiError = (error: HandledError): ApiError => {
 export const handleCause = (cause: Cause.Cause<HandledError>) =>
   Effect.gen(function*() {
     if (Cause.isInterruptedOnly(cause)) return yield* Effect.failCause(cause as Cause.Cause<never>)
+    const request = yield* Effect.serviceOption(HttpServerRequest.HttpServerRequest)
+    const withId = Option.match(request, {
+      onNone: () => ({}),
+      onSome: (request): Record<string, unknown> => ({ requestId: requestIdOf(request) })
+    })
     const failure = Cause.failureOption(cause)
     if (failure._tag === "None") {
-      yield* Effect.logError(`request failed: ${internalError.code}`, cause)
+      yield* Effect.logError(`request failed: ${internalError.code}`, cause).pipe(Effect.annotateLogs(withId))
       return toResponse(internalError)
     }
     const error = toApiError(failure.value)
     if (error.status >= 500 && isClickHouseError(failure.value)) {
-      yield* Effect.logError(`request failed: ${error.code}`).pipe(Effect.annotateLogs("reason", reasonOf(failure.value)))
+      yield* Effect.logError(`request failed: ${error.code}`).pipe(
+        Effect.annotateLogs({ ...withId, reason: reasonOf(failure.value) })
+      )
     }
     return toResponse(error)
   })

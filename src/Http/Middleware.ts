@@ -1,16 +1,9 @@
-import { HttpApp, HttpMiddleware, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Context, Effect, Exit, FiberRef, HashMap, LogLevel } from "effect"
-import { randomUUID } from "node:crypto"
+import { HttpMiddleware, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { Context, Effect, Exit, FiberRef, LogLevel } from "effect"
 import * as Instruments from "../Observability/Instruments.js"
 import { errorCodeOf } from "./ErrorResponse.js"
 import { pathOf } from "./Guards.js"
-
-const validRequestId = /^[A-Za-z0-9._:-]{1,128}$/
-
-const requestIdOf = (request: HttpServerRequest.HttpServerRequest) => {
-  const given = request.headers["x-request-id"]
-  return given !== undefined && validRequestId.test(given) ? given : randomUUID()
-}
+import { requestIdOf } from "./RequestId.js"
 
 const methods: ReadonlySet<string> = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
 
@@ -18,8 +11,9 @@ const methods: ReadonlySet<string> = new Set(["GET", "HEAD", "POST", "PUT", "PAT
 const clientGone = 499
 
 /**
- * Every response carries `x-request-id`; every log line inside a request carries the request id; every request
- * is counted and timed by route template (`routes`; any other path is `unmatched`), method and status, and its
+ * Wraps an app that answers every request itself (not the server's middleware: the server writes the response
+ * before its middleware returns). Every response carries `x-request-id`, and so do the log lines of the error
+ * edge (ErrorResponse.ts); every request is counted and timed by route template (`routes`; any other path is `unmatched`), method and status, and its
  * span (when traced) gets the route, the request id and the error code; and, unless `LOG_LEVEL` is above info,
  * every request gets one structured line (method, path, status, ms). A client that goes away is logged and
  * counted with status 499 and its work is interrupted.
@@ -59,14 +53,10 @@ export const requestLog = (routes: ReadonlySet<string>) =>
           )
           : Effect.void
       }
-      // As middleware of the server, `app` has sent its response before it returns: the header goes on before that.
-      // The log annotation is set on the request's own fiber, not around `app`: nothing runs on it after the request.
-      return HttpApp.appendPreResponseHandler((_request, response) =>
-        Effect.succeed(HttpServerResponse.setHeader(response, "x-request-id", requestId))
-      ).pipe(
-        Effect.zipRight(FiberRef.update(FiberRef.currentLogAnnotations, HashMap.set("requestId", requestId as unknown))),
-        Effect.zipRight(app),
-        Effect.onExit((exit) => done(exit))
+      // `app` answers every request itself (its failures are responses): the header goes on what it answers.
+      return app.pipe(
+        Effect.onExit((exit) => done(exit)),
+        Effect.map((response) => HttpServerResponse.setHeader(response, "x-request-id", requestId))
       )
     })
   )
