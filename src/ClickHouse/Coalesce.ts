@@ -1,7 +1,9 @@
-import { Clock, Duration, Effect, Exit, Fiber, Scope, type Tracer } from "effect"
+import { Clock, Duration, Effect, Exit, Fiber, Runtime, type Scope, type Tracer } from "effect"
 import * as Instruments from "../Observability/Instruments.js"
 import { withSpan } from "../Observability/Span.js"
-import { requestDeadline, waitUntil } from "./Deadline.js"
+import { after, requestDeadline } from "./Deadline.js"
+
+const none = () => {}
 
 /**
  * Fresh-read coalescing of identical reads (same key: SQL and parameters).
@@ -57,8 +59,10 @@ const coalesceSpan = withSpan("ClickHouse.coalesce", { attributes: { "coalesce.j
 
 export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer, never, Scope.Scope> =>
   Effect.gen(function*() {
-    // Runs belong to the owner's scope, not to whichever caller started them: closing it stops them.
-    const scope = yield* Scope.Scope
+    // Runs belong to the owner, not to whichever caller started them: closing its scope stops them.
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+    const runs = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+    yield* Effect.addFinalizer(() => Effect.suspend(() => Fiber.interruptAll([...runs])))
     const ttl = Duration.toMillis(options.ttl)
     const maxCached = options.maxCached ?? 10_000
     const slots = new Map<string, Slot>()
@@ -91,33 +95,36 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
       fiber: undefined
     })
 
-    const start = (key: string, batch: Batch): Effect.Effect<void> =>
-      Effect.gen(function*() {
-        batch.startedAt = yield* Clock.currentTimeMillis
-        Instruments.coalesceRuns.update(1)
-        // Started from uninterruptible regions (a caller joining, a run ending): the run itself stays cancellable.
-        batch.fiber = yield* Effect.interruptible(batch.effect).pipe(
-          Effect.onExit((exit) => finish(key, batch, exit)),
-          Effect.forkIn(scope)
-        )
-      })
+    /** Runs the batch's effect in a fiber of the owner's: callers join it, none of them owns it. */
+    const start = (key: string, batch: Batch): void => {
+      const fiber = runFork(
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          batch.startedAt = now
+          Instruments.coalesceRuns.update(1)
+          return batch.effect
+        }).pipe(Effect.onExit((exit) => Effect.sync(() => finish(key, batch, exit))))
+      )
+      if (batch.exit !== undefined) return
+      batch.fiber = fiber
+      runs.add(fiber)
+      fiber.addObserver(() => runs.delete(fiber))
+    }
 
-    const finish = (key: string, batch: Batch, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        if (Exit.isSuccess(exit)) remember(key, exit.value, batch.startedAt)
-        const slot = slots.get(key)
-        let following: Batch | undefined
-        if (slot !== undefined && slot.running === batch) {
-          following = slot.next
-          if (following === undefined) slots.delete(key)
-          else slot.running = following
-          slot.next = undefined
-        }
-        batch.exit = exit
-        for (const caller of batch.callers) caller(exit)
-        batch.callers.clear()
-        return following === undefined ? Effect.void : start(key, following)
-      })
+    const finish = (key: string, batch: Batch, exit: Exit.Exit<unknown, unknown>): void => {
+      if (Exit.isSuccess(exit)) remember(key, exit.value, batch.startedAt)
+      const slot = slots.get(key)
+      let following: Batch | undefined
+      if (slot !== undefined && slot.running === batch) {
+        following = slot.next
+        if (following === undefined) slots.delete(key)
+        else slot.running = following
+        slot.next = undefined
+      }
+      batch.exit = exit
+      for (const caller of batch.callers) caller(exit)
+      batch.callers.clear()
+      if (following !== undefined) start(key, following)
+    }
 
     const leave = (key: string, batch: Batch): Effect.Effect<void> =>
       Effect.suspend(() => {
@@ -132,49 +139,50 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
       })
 
     /** Joins the next run for `key`, starting it now if none is in flight. */
-    const enlist = (key: string, effect: Effect.Effect<unknown, unknown>) =>
-      Effect.withFiberRuntime<Batch>((fiber) => {
-        const slot = slots.get(key)
-        if (slot === undefined) {
-          const batch = newBatch(effect, fiber.currentSpan)
-          slots.set(key, { running: batch, next: undefined })
-          return Effect.as(start(key, batch), batch)
-        }
-        if (slot.next === undefined) {
-          slot.next = newBatch(effect, fiber.currentSpan)
-        } else {
-          slot.next.waiters++
-          Instruments.coalesceJoined.update(1)
-          const span = fiber.currentSpan
-          if (span?._tag === "Span") span.attribute("coalesce.joined", true)
-        }
-        return Effect.succeed(slot.next)
-      })
+    const enlist = (key: string, effect: Effect.Effect<unknown, unknown>, span: Tracer.AnySpan | undefined): Batch => {
+      const slot = slots.get(key)
+      if (slot === undefined) {
+        const batch = newBatch(effect, span)
+        slots.set(key, { running: batch, next: undefined })
+        start(key, batch)
+        return batch
+      }
+      if (slot.next === undefined) {
+        slot.next = newBatch(effect, span)
+      } else {
+        slot.next.waiters++
+        Instruments.coalesceJoined.update(1)
+        if (span?._tag === "Span") span.attribute("coalesce.joined", true)
+      }
+      return slot.next
+    }
 
-    /** Until the batch's run ends, or the request's deadline passes. */
-    const await_ = <A, E>(key: string, batch: Batch, expired: (() => E) | undefined) =>
-      Effect.withFiberRuntime<A, E>((fiber) =>
-        waitUntil<A, E>(
-          expired === undefined ? Number.POSITIVE_INFINITY : fiber.getFiberRef(requestDeadline),
-          (done) => {
-            const caller = done as (exit: Exit.Exit<unknown, unknown>) => void
-            if (batch.exit !== undefined) {
-              caller(batch.exit)
-              return () => {}
+    /** Joins a run and waits for its answer (or the request's deadline): one callback, no fiber of its own. */
+    const shared = <A, E>(key: string, effect: Effect.Effect<A, E>, expired: (() => E) | undefined): Effect.Effect<A, E> =>
+      Effect.clockWith((clock) =>
+        Effect.withFiberRuntime<A, E>((fiber) =>
+          Effect.async<A, E>((resume) => {
+            const batch = enlist(key, effect, fiber.currentSpan)
+            if (batch.exit !== undefined) return resume(batch.exit as Exit.Exit<A, E>)
+            const deadline = expired === undefined ? Number.POSITIVE_INFINITY : fiber.getFiberRef(requestDeadline)
+            let cancelTimer = none
+            const caller = (exit: Exit.Exit<unknown, unknown>) => {
+              cancelTimer()
+              resume(exit as Exit.Exit<A, E>)
             }
             batch.callers.add(caller)
-            return () => batch.callers.delete(caller)
-          },
-          () => Effect.zipRight(leave(key, batch), Effect.fail(expired!()))
+            if (Number.isFinite(deadline)) {
+              cancelTimer = after(clock, deadline - clock.unsafeCurrentTimeMillis(), () => {
+                if (batch.callers.delete(caller)) resume(Effect.zipRight(leave(key, batch), Effect.fail(expired!())))
+              })
+            }
+            return Effect.suspend(() => {
+              if (!batch.callers.delete(caller)) return Effect.void
+              cancelTimer()
+              return leave(key, batch)
+            })
+          })
         )
-      )
-
-    const shared = <A, E>(key: string, effect: Effect.Effect<A, E>, expired: (() => E) | undefined): Effect.Effect<A, E> =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(enlist(key, effect), (batch) =>
-          restore(await_<A, E>(key, batch, expired)).pipe(
-            Effect.onInterrupt(() => leave(key, batch))
-          ))
       ).pipe(coalesceSpan)
 
     const cached = <A, E>(key: string, effect: Effect.Effect<A, E>, expired: (() => E) | undefined): Effect.Effect<A, E> =>
