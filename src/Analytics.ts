@@ -9,8 +9,12 @@
  * A router that mounts the API needs the services of the layer, so forgetting the layer does not compile.
  * The host provides the HTTP server, the logger and the tracer.
  */
-import { HttpApp, HttpRouter } from "@effect/platform"
-import { Config, Context, Effect, Layer } from "effect"
+import * as HttpApp from "@effect/platform/HttpApp"
+import * as HttpRouter from "@effect/platform/HttpRouter"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import { bootstrapIfEmpty } from "./Bootstrap.js"
 import * as ClickHouse from "./ClickHouse/ClickHouse.js"
 import {

@@ -1,4 +1,5 @@
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import { qualifiedName, type TableConfig } from "./Config.js"
 import { demoRows } from "./Domain/Metrics.js"
 import { ClickHouse } from "./ClickHouse/ClickHouse.js"

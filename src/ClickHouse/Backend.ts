@@ -3,7 +3,10 @@
  * `open` resolves the backend (probing the default server when `CLICKHOUSE_URL` is unset) and gives the clients.
  */
 import { ClickHouseLogLevel, createClient, type ClickHouseClient } from "@clickhouse/client"
-import { Duration, Effect, Redacted, type Scope } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
 import { mkdirSync } from "node:fs"
 import type { Backend, ClickHouseConfig } from "../Config.js"
 import { type ClickHouseError, ClickHouseUnavailable } from "../Domain/ClickHouseError.js"

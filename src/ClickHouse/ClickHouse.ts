@@ -1,5 +1,12 @@
 import type { ClickHouseClient } from "@clickhouse/client"
-import { Context, Duration, Effect, Either, Layer, Schema, type Scope, type Tracer } from "effect"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import type * as Tracer from "effect/Tracer"
 import { type ClickHouseConfig, clickHouseConfig } from "../Config.js"
 import {
   type ClickHouseError,

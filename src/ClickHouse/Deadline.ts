@@ -1,4 +1,8 @@
-import { Clock, Duration, Effect, Fiber, FiberRef } from "effect"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
 
 /**
  * Time limits without a fiber per limit.

@@ -1,4 +1,8 @@
-import { type Clock, Duration, Effect, Exit, FiberRef } from "effect"
+import type * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
 import { withSpan } from "../Observability/Span.js"
 import { after } from "./Deadline.js"
 

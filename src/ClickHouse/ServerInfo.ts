@@ -4,7 +4,8 @@
  * so the settings sent with each query are computed here, once, from what the server knows.
  */
 import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client"
-import { Duration, Effect } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import { type ClickHouseError, ClickHouseTimeout } from "../Domain/ClickHouseError.js"
 import { readJson, type Target } from "./Backend.js"
 import { classify } from "./Classify.js"

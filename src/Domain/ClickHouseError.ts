@@ -1,4 +1,4 @@
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 export class ClickHouseUnavailable extends Data.TaggedError("ClickHouseUnavailable")<{
   readonly cause: unknown

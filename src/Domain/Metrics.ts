@@ -1,4 +1,4 @@
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 
 /** ClickHouse may send a number as a JSON number or, for 64-bit types, as a string. */
 export const ClickHouseNumber = Schema.Union(Schema.Number, Schema.NumberFromString)

@@ -2,7 +2,9 @@
  * The analytics queries' parameters and answers, as Schemas: the same Schemas validate requests (every 400),
  * describe the API (OpenAPI) and type the client.
  */
-import { Option, ParseResult, Schema } from "effect"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
 
 /** The last second a ClickHouse `DateTime` holds. */
 export const maxSeconds = 0xffffffff

@@ -1,4 +1,4 @@
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 /** A reason the service cannot start, said in one line that tells the operator what to change. */
 export class StartupError extends Data.TaggedError("StartupError")<{

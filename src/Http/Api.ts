@@ -4,8 +4,12 @@
  * served by Router.ts; the client test calls every endpoint of a running service through this contract, so the
  * two cannot drift apart unnoticed.
  */
-import { HttpApi, HttpApiClient, HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
-import { Schema } from "effect"
+import * as HttpApi from "@effect/platform/HttpApi"
+import * as HttpApiClient from "@effect/platform/HttpApiClient"
+import * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
+import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
+import * as OpenApi from "@effect/platform/OpenApi"
+import * as Schema from "effect/Schema"
 import { ErrorBody } from "../Domain/ApiError.js"
 import {
   FilterParams,

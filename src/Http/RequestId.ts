@@ -1,4 +1,4 @@
-import type { HttpServerRequest } from "@effect/platform"
+import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import { randomUUID } from "node:crypto"
 
 const valid = /^[A-Za-z0-9._:-]{1,128}$/

@@ -6,7 +6,9 @@
  * Updates go through `series`: a label set is resolved to its registry entry once, because `Metric.tagged`
  * looks the labels up again on every update, which is too slow for the request path.
  */
-import { Metric, MetricBoundaries, MetricLabel } from "effect"
+import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
+import * as MetricLabel from "effect/MetricLabel"
 import { createRequire } from "node:module"
 
 /** The package's version (from src/ and from dist/ alike, package.json is two folders up). */

@@ -5,10 +5,10 @@
  */
 import * as OtelMetrics from "@effect/opentelemetry/Metrics"
 import * as Resource from "@effect/opentelemetry/Resource"
-import { HttpServerResponse } from "@effect/platform"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { PrometheusSerializer } from "@opentelemetry/exporter-prometheus"
 import type { ResourceMetrics } from "@opentelemetry/sdk-metrics"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import * as Instruments from "./Instruments.js"
 import { sampleProcess } from "./Process.js"
 
