@@ -197,6 +197,13 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       timedOut: timedOut(`${operation} passed its deadline`)
     })
 
+    const trySpan = withSpan("ClickHouse.try")
+    const callSpans = {
+      query: withSpan("ClickHouse.query"),
+      command: withSpan("ClickHouse.command"),
+      insert: withSpan("ClickHouse.insert")
+    }
+
     const budget = makeRetryBudget({ ratio: 0.1, perSecond: 5, max: 20 })
     const hedged = hedgeRead(budget, config.hedgeAfter)
     const once = hedgeRead(budget, Duration.zero)
@@ -213,10 +220,10 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
         return Effect.flatMap(within(queryTimeoutMs), (deadline) => {
           let tries = 0
           const next = (hedgeAfterMs: number | undefined) =>
-            Effect.suspend(() => attempt(options, ++tries, f, deadline, hedgeAfterMs)).pipe(withSpan("ClickHouse.try"))
+            Effect.suspend(() => attempt(options, ++tries, f, deadline, hedgeAfterMs)).pipe(trySpan)
           return operation === "query" ? retried(hedged(next), deadline) : once(next)
         })
-      }).pipe(withSpan(`ClickHouse.${operation}`))
+      }).pipe(callSpans[operation])
 
     const coalescer = yield* makeCoalescer({ coalesce: config.coalesce, ttl: config.cacheTtl })
 
