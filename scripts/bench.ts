@@ -1,14 +1,20 @@
 /**
  * Load-tests GET /api/metrics against its alternatives, under the same load, on a real ClickHouse server.
  *   npm run bench                       full: c=10,100,1000 (1 s warm-up + 7 s each), bursts of 2000, 5M rows, pool sizes
- *   npm run bench -- --quick            under 2 minutes: c=100 (0.5 s + 2 s), bursts of 300, 500k rows, no pools
- *   options: --duration S  --only a,c,e  --scenarios metrics,c100,burst  --pools 1,2,4,8,16  --no-pools
+ *   npm run bench -- --quick            about 2.5 minutes: c=100 (1 s warm-up + 2 s), bursts of 300, 500k rows, no pools
+ *   options: --duration S  --only a,c,e  --scenarios metrics,c100,burst,cold,warm  --pools 1,2,4,8,16  --no-pools
  *            --connections 100,1000  --burst N  --rows N  --no-build
+ * Timed runs are wrk (-t2, scripts/bench/check.lua checks every body), each after a discarded wrk run of the
+ * same connections. Bursts are Node's (raw node:net, one request per connection): cold, on a fresh process
+ * before any request to the measured path, and warm, after the timed runs on the same process.
  * The series scenario (--scenarios series): /api/metrics/series?interval=1h on the big table, c=100, API off and
  * on, next to raw ClickHouse running the same SQL.
  * Systems: (a) raw ClickHouse HTTP, (b) naive Node server with a client per request, (c) naive Node server
- * with one shared client, (d) constant JSON (the ceiling for Node), (e) the API with COALESCE_READS=false,
- * (f) the API with COALESCE_READS=true. Every body is checked.
+ * with one shared client, (d) node:http constant JSON (the ceiling for Node), (e) the API with
+ * COALESCE_READS=false, (f) the API with COALESCE_READS=true, (g) bare @effect/platform constant JSON (the
+ * framework's ceiling), (h) a minimal platform route with one shared @clickhouse/client, (i) the API's /healthz.
+ * A timed run where (d) does not reach 4× (g) is VOID: the load generator set the pace. The report starts with
+ * the targets, computed from the same run.
  * Writes a Markdown report to stdout and bench-results/{<timestamp>,latest}.json, latest.md, latest.svg.
  */
 import { spawn } from "node:child_process"
@@ -18,7 +24,7 @@ import * as Path from "node:path"
 import { parseArgs } from "node:util"
 import { chart } from "./bench/chart.ts"
 import * as ClickHouse from "./bench/clickhouse.ts"
-import { checker, errorCount, type Load, run } from "./bench/load.ts"
+import { type Check, errorCount, type Load, run, type RunResult } from "./bench/load.ts"
 import {
   type Machine,
   markdown,
@@ -29,7 +35,18 @@ import {
   type Settings
 } from "./bench/report.ts"
 import { benchSeries, type SeriesOutcome, seriesMarkdown } from "./bench/series.ts"
-import { killAll, peakRssMb, resetPeakRss, type Running, start, type System, systems } from "./bench/systems.ts"
+import {
+  checkFor,
+  killAll,
+  peakRssMb,
+  resetPeakRss,
+  type Running,
+  start,
+  type System,
+  systems
+} from "./bench/systems.ts"
+import { targets } from "./bench/targets.ts"
+import { ensureWrk } from "./bench/wrk.ts"
 
 const { values: args } = parseArgs({
   options: {
@@ -59,9 +76,10 @@ const rows = Number(args.rows ?? (quick ? 500_000 : 5_000_000))
 const bigTable = `metrics_${
   rows % 1_000_000 === 0 ? `${rows / 1_000_000}m` : rows % 1000 === 0 ? `${rows / 1000}k` : rows
 }`
-const durationS = Number(args.duration ?? (quick ? 2 : 7))
-const runWarmupS = quick ? 0.5 : 1
-const warmupS = quick ? 0.3 : 0.5
+/** wrk takes whole seconds. */
+const durationS = Math.max(1, Math.round(Number(args.duration ?? (quick ? 2 : 7))))
+const runWarmupS = 1
+const warmupS = 1
 const connections = list(args.connections)?.map(Number) ?? (quick ? [100] : [10, 100, 1000])
 const burst = Number(args.burst ?? (quick ? 300 : 2000))
 const timeoutS = quick ? 10 : 60
@@ -71,12 +89,16 @@ const filters = list(args.scenarios)
 const pools = quick || args["no-pools"] ? [] : (list(args.pools) ?? []).map(Number)
 
 const loads: ReadonlyArray<Load> = [
+  { kind: "burst", connections: burst, phase: "cold" },
   ...connections.map((c): Load => ({ kind: "duration", connections: c, seconds: durationS, warmupSeconds: runWarmupS })),
-  { kind: "burst", connections: burst }
+  { kind: "burst", connections: burst, phase: "warm" }
 ]
-const loadId = (load: Load) => (load.kind === "burst" ? "burst" : `c${load.connections}`)
-const selected = (table: string, load: Load) =>
-  filters === undefined || filters.some((f) => f === table || f === loadId(load) || f === `${table}:${loadId(load)}`)
+const loadId = (load: Load) => (load.kind === "burst" ? `${load.phase}-burst` : `c${load.connections}`)
+/** --scenarios: a table, a load (c100, cold-burst, or cold, warm, burst for both), or table:load. */
+const selected = (table: string, load: Load) => {
+  const ids = load.kind === "burst" ? [loadId(load), load.phase, "burst"] : [loadId(load)]
+  return filters === undefined || filters.some((f) => f === table || ids.some((id) => f === id || f === `${table}:${id}`))
+}
 
 const t0 = performance.now()
 const log = (line: string) => process.stderr.write(`[${Math.round((performance.now() - t0) / 1000)} s] ${line}\n`)
@@ -125,24 +147,31 @@ interface Context {
   readonly totals: Map<string, number>
 }
 
+/** Queries left by the warm-up's connections finished or killed, then a short pause. */
+const afterWarmup = async (clickhouse: string) => {
+  await ClickHouse.settle(clickhouse, drainMs)
+  await sleep(200)
+}
+
 /** Runs one load against a running system and measures it; never throws. */
 const measure = async (
   ctx: Context,
   system: System,
   running: Running,
   load: Load,
-  expected: number
-): Promise<Omit<Outcome, "system" | "name" | "expected">> => {
+  check: Check
+): Promise<Omit<Outcome, "system" | "name" | "check">> => {
   const rssReset = resetPeakRss(running.pid)
+  const idle = { idleRssMb: running.idleRssMb }
   try {
-    const result = await run(running.url, load, checker(expected), timeoutS)
+    const result = await run(running.url, load, check, timeoutS, () => afterWarmup(ctx.clickhouse))
     const peak = rssReset ? peakRssMb(running.pid) : null
     const leftoverQueries = await ClickHouse.settle(ctx.clickhouse, drainMs)
     await sleep(settleMs)
-    return { result, peakRssMb: peak, leftoverQueries }
+    return { result, peakRssMb: peak, ...idle, leftoverQueries }
   } catch (error) {
     await ClickHouse.settle(ctx.clickhouse, drainMs).catch(() => 0)
-    return { failure: `(${system.id}) ${message(error)}`, peakRssMb: null }
+    return { failure: `(${system.id}) ${message(error)}`, peakRssMb: null, ...idle }
   }
 }
 
@@ -150,107 +179,121 @@ interface Job {
   readonly system: System
   readonly table: string
   readonly poolSize?: number
+  /** In order: the cold burst first, the warm burst last. */
   readonly loads: ReadonlyArray<Load>
   readonly record: (load: Load, outcome: Outcome) => void
 }
 
-const expectedFor = (ctx: Context, job: Job) => job.system.constant ?? ctx.totals.get(job.table) ?? NaN
+/** A warm burst with no timed run before it on the same process gets this first. */
+const burstWarmup: Load = { kind: "duration", connections: 10, seconds: warmupS, warmupSeconds: 0 }
 
-const launch = (ctx: Context, job: Job): Promise<Running | Error> =>
-  start(
-    job.system,
-    { clickhouse: ctx.clickhouse, table: job.table, logDir, ...(job.poolSize === undefined ? {} : { poolSize: job.poolSize }) },
-    checker(expectedFor(ctx, job))
-  ).catch((error: unknown) => (error instanceof Error ? error : new Error(String(error))))
+const logOutcome = (table: string, load: Load, outcome: Outcome) => {
+  const r = outcome.result
+  log(
+    `  ${scenarioTitle({ table, load })}: ` +
+      (r === undefined
+        ? outcome.failure
+        : `${r.reqPerSec} req/s, p50 ${r.p50Ms ?? "—"} ms, p99 ${r.p99Ms ?? "—"} ms, ok ${r.ok}, ` +
+          `errors ${errorCount(r)}, wrong ${r.wrong}, RSS ${outcome.peakRssMb} MB` +
+          (load.kind === "burst" ? `, done in ${r.elapsedS} s` : ""))
+  )
+}
+
+const firstLine = (text: string) => text.split("\n")[0] ?? text
 
 /**
- * Warms the system up, runs each load of the job, stops the system. A system found dead before a run (it was
- * launched with the others and waited) is started again once; one that dies during a run is reported.
+ * Starts a fresh process for the job and runs its loads in order on it. A process that exits by itself
+ * (stopped by something else, or crashed) is started once more and the load it missed is run again on the new
+ * process, with a note; a cold burst is not re-run.
  */
-const runJob = async (ctx: Context, job: Job, launched: Running | Error) => {
+const runJob = async (ctx: Context, job: Job) => {
   const { system, table, poolSize } = job
-  const expected = expectedFor(ctx, job)
-  const base = { system: system.id, name: system.name, expected }
+  const check = checkFor(system, ctx.totals.get(table) ?? NaN)
+  const base = { system: system.id, name: system.name, check }
   const title = `(${system.id}) ${system.name}${poolSize === undefined ? "" : `, pool ${poolSize}`} on analytics.${table}`
-  let running = launched
-  if (!(running instanceof Error) && running.exited() !== undefined) {
-    log(`${title}: ${running.exited()}\n  starting it again`)
-    running = await launch(ctx, job)
-  }
+  const target = { clickhouse: ctx.clickhouse, table, logDir, ...(poolSize === undefined ? {} : { poolSize }) }
+  const launch = () => start(system, target).catch((error: unknown) => new Error(message(error)))
+  let running = await launch()
   if (running instanceof Error) {
     log(`${title}: did not start: ${running.message}`)
     for (const load of job.loads) job.record(load, { ...base, failure: "did not start", peakRssMb: null })
     return
   }
-  log(title)
+  log(`${title}${running.idleRssMb === null ? "" : `, idle RSS ${running.idleRssMb} MB`}`)
+  let warmed = false
+  const attempt = async (on: Running, load: Load): Promise<Outcome> => {
+    const before = on.exited()
+    if (before !== undefined) return { ...base, failure: `not running: ${firstLine(before)}`, peakRssMb: null }
+    if (load.kind === "burst" && load.phase === "warm" && !warmed) {
+      await run(on.url, burstWarmup, check, timeoutS).catch(() => undefined)
+      await sleep(settleMs)
+    }
+    const measured = await measure(ctx, system, on, load, check)
+    const died = on.exited()
+    return died === undefined
+      ? { ...base, ...measured }
+      : { ...base, failure: `died during the run: ${firstLine(died)}`, peakRssMb: null }
+  }
+  let restarted = false
   try {
-    const warmup: Load = { kind: "duration", connections: 10, seconds: warmupS, warmupSeconds: 0 }
-    await run(running.url, warmup, checker(expected), timeoutS)
-    await ClickHouse.settle(ctx.clickhouse, drainMs)
-    await sleep(settleMs)
     for (const load of job.loads) {
-      const before = running.exited()
-      const measured = before === undefined
-        ? await measure(ctx, system, running, load, expected)
-        : { failure: `not running: ${before.split("\n")[0]}`, peakRssMb: null }
-      const died = before === undefined ? running.exited() : undefined
-      const outcome: Outcome = {
-        ...base,
-        ...(died === undefined ? measured : { failure: `died during the run: ${died.split("\n")[0]}`, peakRssMb: null })
+      let outcome = await attempt(running, load)
+      const lost = running.exited()
+      if (lost !== undefined && !restarted && !(load.kind === "burst" && load.phase === "cold")) {
+        restarted = true
+        log(`  ${lost}\n  starting (${system.id}) again`)
+        const again = await launch()
+        if (!(again instanceof Error)) {
+          running = again
+          warmed = false
+          outcome = { ...(await attempt(running, load)), note: `re-run on a fresh process: the first ${firstLine(lost)}` }
+        }
       }
-      if (died !== undefined) log(`  ${died}`)
-      const r = outcome.result
-      log(
-        `  ${scenarioTitle({ table, load })}: ` +
-          (r === undefined
-            ? outcome.failure
-            : `${r.reqPerSec} req/s, p50 ${r.p50Ms ?? "—"} ms, p99 ${r.p99Ms ?? "—"} ms, ok ${r.ok}, ` +
-              `errors ${errorCount(r)}, wrong ${r.wrong}, ` +
-              `RSS ${outcome.peakRssMb} MB` + (load.kind === "burst" ? `, done in ${r.elapsedS} s` : ""))
-      )
+      logOutcome(table, load, outcome)
       job.record(load, outcome)
+      if (load.kind === "duration") warmed = true
     }
   } finally {
     await running.stop()
   }
 }
 
-/** Starts every system of the jobs at once (idle while the others are measured), then measures one at a time. */
 const runJobs = async (ctx: Context, jobs: ReadonlyArray<Job>) => {
-  const launched = await Promise.all(jobs.map((job) => launch(ctx, job)))
-  try {
-    for (const [i, job] of jobs.entries()) {
-      const running = launched[i]
-      if (running !== undefined) await runJob(ctx, job, running)
-    }
-  } finally {
-    for (const running of launched) if (!(running instanceof Error)) await running?.stop()
-  }
+  for (const job of jobs) await runJob(ctx, job)
 }
 
-const addRatios = (scenario: ScenarioReport) => {
+/** Ratios to (d), (g) and (h) (for bursts, time over (d)'s), and VOID when (d) did not reach 4× (g). */
+const withRatios = (scenario: ScenarioReport): ScenarioReport => {
   const of = (id: string) => scenario.outcomes.find((o) => o.system === id)?.result
-  const b = of("b")
-  const c = of("c")
   const d = of("d")
-  scenario.outcomes.forEach((o, i) => {
+  const g = of("g")
+  const h = of("h")
+  const over = (r: RunResult, base: RunResult | undefined) =>
+    base !== undefined && base.reqPerSec > 0 ? r.reqPerSec / base.reqPerSec : undefined
+  const outcomes = scenario.outcomes.map((o): Outcome => {
     const r = o.result
-    if (r === undefined) return
-    scenario.outcomes[i] = scenario.load.kind === "burst"
-      ? { ...o, ...(c && c.elapsedS > 0 ? { timeVsC: r.elapsedS / c.elapsedS } : {}) }
-      : {
-        ...o,
-        ...(b && b.reqPerSec > 0 ? { vsB: r.reqPerSec / b.reqPerSec } : {}),
-        ...(d && d.reqPerSec > 0 ? { vsD: r.reqPerSec / d.reqPerSec } : {})
-      }
+    if (r === undefined) return o
+    if (scenario.load.kind === "burst") return d && d.elapsedS > 0 ? { ...o, timeVsD: r.elapsedS / d.elapsedS } : o
+    const vsD = over(r, d)
+    const vsG = over(r, g)
+    const vsH = over(r, h)
+    return {
+      ...o,
+      ...(vsD === undefined ? {} : { vsD }),
+      ...(vsG === undefined ? {} : { vsG }),
+      ...(vsH === undefined ? {} : { vsH })
+    }
   })
+  const voided = scenario.load.kind === "duration" && d !== undefined && g !== undefined && d.reqPerSec < 4 * g.reqPerSec
+  return { ...scenario, outcomes, ...(voided ? { void: true } : {}) }
 }
 
 const svg = (startedAt: Date, scenarios: ReadonlyArray<ScenarioReport>) => {
   const names = chosen.map((s) => `(${s.id}) ${s.name}`)
   const groups = (value: (o: Outcome) => number | undefined) =>
     scenarios.map((s) => ({
-      label: `${s.table}\n${s.load.kind === "burst" ? `burst ${s.load.connections}` : `c=${s.load.connections}`}`,
+      label: `${s.table}\n${s.load.kind === "burst" ? `${s.load.phase} ${s.load.connections}` : `c=${s.load.connections}`}` +
+        (s.void === true ? " VOID" : ""),
       bars: s.outcomes.map((o) => ({ system: `(${o.system}) ${o.name}`, value: value(o) }))
     }))
   return chart(`analytics-api bench, ${args.quick ? "quick" : "full"}, ${startedAt.toISOString()}`, names, [
@@ -261,7 +304,9 @@ const svg = (startedAt: Date, scenarios: ReadonlyArray<ScenarioReport>) => {
 
 const main = async () => {
   const startedAt = new Date()
-  Fs.mkdirSync(logDir, { recursive: true })
+  ensureWrk(log)
+  Fs.rmSync(logDir, { recursive: true, force: true })
+  Fs.mkdirSync(Path.join(logDir, "series"), { recursive: true })
   const built = args["no-build"] ? Promise.resolve() : build()
   built.catch(() => {})
   log("starting ClickHouse")
@@ -288,8 +333,8 @@ const main = async () => {
   await built
   log(`setup done in ${Math.round((performance.now() - t0) / 1000)} s`)
 
-  const scenarios: Array<ScenarioReport> = []
-  for (const t of tables) {
+  const measured: Array<ScenarioReport> = []
+  for (const [i, t] of tables.entries()) {
     const mine = loads.filter((load) => selected(t.table, load)).map((load): ScenarioReport => ({
       id: `${t.table}:${loadId(load)}`,
       table: t.table,
@@ -298,15 +343,16 @@ const main = async () => {
       outcomes: []
     }))
     if (mine.length === 0) continue
-    scenarios.push(...mine)
-    await runJobs(ctx, chosen.map((system): Job => ({
+    measured.push(...mine)
+    await runJobs(ctx, chosen.filter((system) => i === 0 || system.firstTableOnly !== true).map((system): Job => ({
       system,
       table: t.table,
       loads: mine.map((s) => s.load),
       record: (load, outcome) => mine.find((s) => s.load === load)?.outcomes.push(outcome)
     })))
   }
-  scenarios.forEach(addRatios)
+  const scenarios = measured.map(withRatios)
+  const targetRows = targets(scenarios, "metrics")
 
   const poolReports: Array<PoolReport> = []
   const poolLoad: Load = { kind: "duration", connections: 100, seconds: durationS, warmupSeconds: runWarmupS }
@@ -327,11 +373,11 @@ const main = async () => {
   const apis = chosen.filter((s) => s.id === "e" || s.id === "f")
   if ((filters === undefined || filters.includes("series")) && apis.length > 0) {
     seriesOutcomes = await benchSeries({
-      target: { clickhouse: url, table: bigTable, logDir },
-      total: totals.get(bigTable) ?? NaN,
+      target: { clickhouse: url, table: bigTable, logDir: Path.join(logDir, "series") },
       api: apis,
       load: seriesLoad,
       timeoutS,
+      settle: () => afterWarmup(url),
       log
     })
     seriesReport = seriesMarkdown(bigTable, seriesLoad, seriesOutcomes)
@@ -343,18 +389,21 @@ const main = async () => {
     machine(version),
     settings,
     scenarios,
+    targetRows,
     poolReports,
     `analytics.${bigTable}, c=${poolLoad.connections}, ${durationS} s per size`,
+    seriesReport,
     wallS
   )
-  const fullReport = seriesReport === "" ? report : `${report}\n\n${seriesReport}`
-  process.stdout.write(`${fullReport}\n`)
+  process.stdout.write(`${report}\n`)
   const json = JSON.stringify(
     {
       startedAt,
       wallSeconds: Math.round(wallS),
       machine: machine(version),
       settings,
+      targets: targetRows,
+      voidRuns: scenarios.filter((s) => s.void === true).map((s) => s.id),
       scenarios,
       pools: poolReports,
       series: seriesOutcomes
@@ -364,7 +413,7 @@ const main = async () => {
   )
   Fs.writeFileSync(Path.join(outDir, `${startedAt.toISOString().replace(/[:.]/g, "-")}.json`), json)
   Fs.writeFileSync(Path.join(outDir, "latest.json"), json)
-  Fs.writeFileSync(Path.join(outDir, "latest.md"), `${fullReport}\n`)
+  Fs.writeFileSync(Path.join(outDir, "latest.md"), `${report}\n`)
   Fs.writeFileSync(Path.join(outDir, "latest.svg"), svg(startedAt, scenarios))
   log(`wrote bench-results/latest.{json,md,svg} in ${Math.round(wallS)} s`)
 }

@@ -16,7 +16,7 @@ export interface Panel {
   readonly groups: ReadonlyArray<Group>
 }
 
-const colors = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#b07aa1", "#9c755f", "#bab0ac"]
+const colors = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#b07aa1", "#9c755f", "#bab0ac", "#edc948", "#ff9da7"]
 const barWidth = 20
 const groupGap = 28
 const plotHeight = 260

@@ -1,11 +1,10 @@
 /**
- * One autocannon run with every response checked and every latency kept. Latency is autocannon's own
- * per-request responseTime (hrtime from writing the request to its last byte); percentiles are nearest-rank
- * over the right answers. A timed run first loads the system for `warmupSeconds` on the same connections;
- * then what completes inside the window counts, and the latencies are those of the right answers that were
- * also sent inside it (not the cold first requests of the warm-up). A burst counts everything.
+ * The loads of the bench and what a run of one yields. A timed run is wrk (wrk.ts): first a warm-up run of
+ * the same connections for `warmupSeconds`, discarded, then the timed run on new connections. A burst is
+ * Node's own (burst.ts): wrk cannot send exactly one request per connection.
  */
-import autocannon from "autocannon"
+import { burst } from "./burst.ts"
+import { wrk } from "./wrk.ts"
 
 export type Load =
   | {
@@ -14,21 +13,30 @@ export type Load =
     readonly seconds: number
     readonly warmupSeconds: number
   }
-  | { readonly kind: "burst"; readonly connections: number }
+  /** cold: the first requests of the path on a fresh process; warm: after the timed runs on the same process. */
+  | { readonly kind: "burst"; readonly connections: number; readonly phase: "cold" | "warm" }
+
+/** What a right 2xx body is: one whose "total" is within 1e-9 relative of `total`, or exactly `body`. */
+export type Check =
+  | { readonly kind: "total"; readonly total: number }
+  | { readonly kind: "body"; readonly body: string }
 
 export interface RunResult {
-  /** Right answers per second: over the fixed window, or for a burst over the time until all were answered. */
+  /** Right answers per second: over the run, or for a burst over the time until all were answered. */
   readonly reqPerSec: number
-  /** Null when no request sent inside the window was answered before its end. */
+  /** Over every answer (any status); null when there was none. */
   readonly p50Ms: number | null
   readonly p99Ms: number | null
   readonly maxMs: number | null
   readonly latencySamples: number
-  /** 2xx with the right total. */
+  /** 2xx with the right body. */
   readonly ok: number
-  /** 2xx with another total or an unreadable body. */
+  /** 2xx with another body. */
   readonly wrong: number
-  /** unanswered: burst requests that got neither an answer nor an error (connection closed, or cut by the cap). */
+  /**
+   * timeouts: answers later than the timeout (wrk) or none within it (burst); socket: connect, read and write
+   * errors; unanswered: burst connections closed before a full answer.
+   */
   readonly errors: {
     readonly non2xx: number
     readonly timeouts: number
@@ -37,7 +45,7 @@ export interface RunResult {
   }
   /** The non-2xx answers by status. */
   readonly statuses: Readonly<Record<string, number>>
-  /** Window length for a timed run; time until the last request was answered or failed for a burst. */
+  /** Length of a timed run; time until the last request was answered or failed for a burst. */
   readonly elapsedS: number
 }
 
@@ -48,92 +56,25 @@ export const errorCount = (r: RunResult) =>
 export const percentile = (sorted: ReadonlyArray<number>, p: number): number | null =>
   sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)] ?? null
 
-/** Total in the body equals expected within 1e-9 relative. */
-export const checker = (expected: number) => (body: string): boolean => {
-  try {
-    const total: unknown = JSON.parse(body).total
-    return typeof total === "number" && Math.abs(total - expected) <= 1e-9 * Math.max(1, Math.abs(expected))
-  } catch {
-    return false
-  }
+/** The same rule as check.lua. */
+export const matches = (check: Check, body: string): boolean => {
+  if (check.kind === "body") return body === check.body
+  const total = Number(/"total":\s*(-?[\d.eE+-]+)/.exec(body)?.[1] ?? NaN)
+  return Math.abs(total - check.total) <= 1e-9 * Math.max(1, Math.abs(check.total))
 }
 
-const round = (ms: number | null | undefined) => (ms === null || ms === undefined ? null : Math.round(ms * 10) / 10)
-
-export const run = (
+/** `settle` runs between the warm-up and the timed run: the warm-up leaves up to one request per connection behind. */
+export const run = async (
   url: string,
   load: Load,
-  check: (body: string) => boolean,
-  timeoutS: number
-): Promise<RunResult> =>
-  new Promise((resolve, reject) => {
-    const latencies: Array<number> = []
-    const errors = { non2xx: 0, timeouts: 0, socket: 0, unanswered: 0 }
-    const statuses: Record<string, number> = {}
-    let ok = 0
-    let wrong = 0
-    let lastBodyRight = false
-    const startedAt = performance.now()
-    const windowStart = load.kind === "duration" ? startedAt + load.warmupSeconds * 1000 : startedAt
-    const windowEnd = load.kind === "duration" ? windowStart + load.seconds * 1000 : Infinity
-    let lastAt = startedAt
-    const counted = () => {
-      const now = performance.now()
-      if (now < windowStart || now > windowEnd) return false
-      lastAt = now
-      return true
-    }
-    const instance = autocannon(
-      {
-        url,
-        connections: load.connections,
-        timeout: timeoutS,
-        sampleInt: 100,
-        ...(load.kind === "duration" ? { duration: load.warmupSeconds + load.seconds } : { amount: load.connections }),
-        requests: [{
-          onResponse: (status, body) => {
-            lastBodyRight = status >= 200 && status < 300 && check(body)
-          }
-        }]
-      },
-      (error) => {
-        clearTimeout(cap)
-        if (error) return reject(error)
-        latencies.sort((a, b) => a - b)
-        const answered = ok + wrong + errors.non2xx + errors.timeouts + errors.socket
-        if (load.kind === "burst") errors.unanswered = Math.max(0, load.connections - answered)
-        const elapsedS = load.kind === "duration" ? load.seconds : (lastAt - startedAt) / 1000
-        resolve({
-          reqPerSec: Math.round((ok / Math.max(elapsedS, 1e-3)) * 10) / 10,
-          p50Ms: round(percentile(latencies, 50)),
-          p99Ms: round(percentile(latencies, 99)),
-          maxMs: round(latencies.at(-1)),
-          latencySamples: latencies.length,
-          ok,
-          wrong,
-          errors,
-          statuses,
-          elapsedS: Math.round(elapsedS * 100) / 100
-        })
-      }
-    )
-    // onResponse runs just before this event, for the same response
-    instance.on("response", (_client, status, _bytes, ms) => {
-      if (!counted()) return
-      const sentInWindow = lastAt - ms >= windowStart
-      if (status < 200 || status >= 300) {
-        errors.non2xx++
-        statuses[status] = (statuses[status] ?? 0) + 1
-      } else if (lastBodyRight) {
-        ok++
-        if (sentInWindow) latencies.push(ms)
-      } else wrong++
-    })
-    instance.on("reqError", (error) => {
-      if (!counted()) return
-      if (error instanceof Error && error.message === "request timed out") errors.timeouts++
-      else errors.socket++
-    })
-    const capMs = (load.kind === "duration" ? load.warmupSeconds + load.seconds : timeoutS) * 1000 + 15_000
-    const cap = setTimeout(() => instance.stop(), capMs)
-  })
+  check: Check,
+  timeoutS: number,
+  settle: () => Promise<unknown> = async () => {}
+): Promise<RunResult> => {
+  if (load.kind === "burst") return burst(url, load.connections, check, timeoutS)
+  if (load.warmupSeconds > 0) {
+    await wrk(url, load.connections, load.warmupSeconds, check, timeoutS)
+    await settle()
+  }
+  return wrk(url, load.connections, load.seconds, check, timeoutS)
+}

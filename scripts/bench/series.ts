@@ -1,10 +1,11 @@
 /**
  * The series scenario: GET /api/metrics/series?interval=1h (sum per metric per hour over the whole table)
- * from the API with coalescing off and on, next to raw ClickHouse running the same SQL. Every body is checked
- * against the answer computed from raw ClickHouse's rows.
+ * from the API with coalescing off and on, next to raw ClickHouse running the same SQL. Every body is checked:
+ * the first against raw ClickHouse's rows, the others against the first.
  */
+import { request } from "./burst.ts"
 import { query } from "./clickhouse.ts"
-import { checker as totalChecker, errorCount, type Load, run, type RunResult } from "./load.ts"
+import { errorCount, type Load, run, type RunResult } from "./load.ts"
 import { start, type System, type Target } from "./systems.ts"
 
 /** What the API runs for this request (after the small query that counts series and points). */
@@ -41,46 +42,58 @@ export interface SeriesOutcome {
   readonly failure?: string
 }
 
+/**
+ * Each system's first answer is checked against the reference here; wrk then checks every answer of the run
+ * against that exact body.
+ */
 export const benchSeries = async (options: {
   readonly target: Target
-  readonly total: number
   readonly api: ReadonlyArray<System>
   readonly load: Load
   readonly timeoutS: number
+  readonly settle: () => Promise<unknown>
   readonly log: (line: string) => void
 }): Promise<ReadonlyArray<SeriesOutcome>> => {
   const { load, log, target, timeoutS } = options
-  const rawUrl = `${target.clickhouse}/?query=${encodeURIComponent(seriesSql(target.table))}`
   const reference = parseRows(await query(target.clickhouse, seriesSql(target.table)))
   log(`series on analytics.${target.table}: ${reference.length} points; raw ClickHouse`)
   const outcomes: Array<SeriesOutcome> = []
-  const measure = async (system: string, url: string, check: (body: string) => boolean) => {
+  /** `exited` says how the system's process ended, if it has. */
+  const measure = async (
+    system: string,
+    url: string,
+    rows: (body: string) => Array<Row>,
+    exited: () => string | undefined = () => undefined
+  ) => {
     try {
-      const result = await run(url, load, check, timeoutS)
+      const first = await request(new URL(url), timeoutS * 1000)
+      if (first.kind !== "answer" || first.status !== 200) {
+        throw new Error(`first answer: ${first.kind === "answer" ? first.status : first.detail}`)
+      }
+      if (!sameRows(rows(first.body), reference)) throw new Error("first answer differs from raw ClickHouse's rows")
+      const result = await run(url, load, { kind: "body", body: first.body }, timeoutS, options.settle)
       log(`  (${system}) ${result.reqPerSec} req/s, p99 ${result.p99Ms} ms, errors ${errorCount(result)}, wrong ${result.wrong}`)
       outcomes.push({ system, result })
     } catch (error) {
-      outcomes.push({ system, failure: error instanceof Error ? error.message : String(error) })
+      const died = exited()?.split("\n")[0]
+      const failure = `${error instanceof Error ? error.message : String(error)}${died === undefined ? "" : ` (the process ${died})`}`
+      log(`  (${system}) failed: ${failure}`)
+      outcomes.push({ system, failure })
     }
   }
-  await measure("a", rawUrl, (body) => {
-    try {
-      return sameRows(parseRows(body), reference)
-    } catch {
-      return false
-    }
-  })
+  await measure("a", `${target.clickhouse}/?query=${encodeURIComponent(seriesSql(target.table))}`, parseRows)
   for (const system of options.api) {
-    const running = await start(system, target, totalChecker(options.total))
+    const running = await start(system, target).catch((error: unknown) =>
+      error instanceof Error ? error : new Error(String(error))
+    )
+    if (running instanceof Error) {
+      log(`  (${system.id}) did not start: ${running.message}`)
+      outcomes.push({ system: system.id, failure: "did not start" })
+      continue
+    }
     try {
       log(`  (${system.id}) ${system.name}`)
-      await measure(system.id, `${running.url}/series?interval=1h`, (body) => {
-        try {
-          return sameRows(apiRows(body), reference)
-        } catch {
-          return false
-        }
-      })
+      await measure(system.id, `${running.origin}/api/metrics/series?interval=1h`, apiRows, running.exited)
     } finally {
       await running.stop()
     }

@@ -100,6 +100,9 @@ const rowsDecoder = <A, I>(schema: Schema.Schema<A, I>): (rows: unknown) => Eith
   return decoder as (rows: unknown) => Either.Either<ReadonlyArray<A>, ClickHouseBadResponse>
 }
 
+/** How long the kills of aborted queries gather before they are sent as one statement. */
+const killBatchWindow = Duration.millis(50)
+
 export const ClickHouse = Context.GenericTag<ClickHouse>("analytics-api/ClickHouse")
 
 export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, StartupError, Scope.Scope> =>
@@ -162,21 +165,30 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       )
     )
 
-    // Old servers do not stop a read when its HTTP client goes away: kill it by query_id.
+    // Old servers do not stop a read when its HTTP client goes away: kill it by query_id. The kills of one
+    // moment go out as one statement: a thousand callers leaving at once (a load balancer dropping its
+    // connections) would otherwise send a thousand KILL QUERYs, each a scan of system.processes, and slow the
+    // server down for every caller still there.
     const killOnServer = (info: ServerInfo) =>
       target.kind === "remote" && !info.settings.has("cancel_http_readonly_queries_on_client_close")
-    const cancelOnServer = (info: ServerInfo, queryId: string) =>
-      Effect.suspend(() => {
-        Instruments.cancelled("abort").update(1)
-        if (!killOnServer(info)) return Effect.void
-        Instruments.cancelled("kill_query").update(1)
-        return Effect.tryPromise(() => control.command({ query: `KILL QUERY WHERE query_id = '${queryId}' ASYNC` })).pipe(
-          Effect.timeout(Backend.pingTimeout),
-          Effect.ignore,
-          Effect.forkDaemon,
-          Effect.asVoid
-        )
-      })
+    const toKill = new Set<string>()
+    const killPending = (): Effect.Effect<void> => {
+      const ids = [...toKill].slice(0, 1000)
+      for (const id of ids) toKill.delete(id)
+      const list = ids.map((id) => `'${id}'`).join(", ")
+      return Effect.tryPromise(() => control.command({ query: `KILL QUERY WHERE query_id IN (${list}) ASYNC` })).pipe(
+        Effect.timeout(Backend.pingTimeout),
+        Effect.ignore,
+        Effect.zipRight(Effect.suspend(() => (toKill.size > 0 ? killPending() : Effect.void)))
+      )
+    }
+    const cancelOnServer = (info: ServerInfo, queryId: string) => {
+      Instruments.cancelled("abort").update(1)
+      if (!killOnServer(info)) return
+      Instruments.cancelled("kill_query").update(1)
+      toKill.add(queryId)
+      if (toKill.size === 1) Effect.runFork(Effect.zipRight(Effect.sleep(killBatchWindow), killPending()))
+    }
 
     /** The try's duration and outcome; a failure counted by its class, which its span gets as `error.type`. */
     const ended = (operation: Instruments.Operation) =>
@@ -193,7 +205,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       connections,
       settings: operation === "query" ? info.readSettings : info.writeSettings,
       ended: ended(operation),
-      cancelOnServer: (queryId) => Effect.runFork(cancelOnServer(info, queryId)),
+      cancelOnServer: (queryId) => cancelOnServer(info, queryId),
       timedOut: timedOut(`${operation} passed its deadline`)
     })
 
