@@ -129,8 +129,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
         return new ClickHouseOverloaded({ reason: "pool" })
       },
       timedOut: requestExpired,
-      onAdmit: (waited) => Instruments.poolWait.update(waited),
-      waitSpan: "ClickHouse.poolWait"
+      onAdmit: (waited) => Instruments.poolWait.update(waited)
     })
     // Both reasons are exposed (at 0) from the start.
     Instruments.poolRejections("queue_full")

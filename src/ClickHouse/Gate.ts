@@ -3,7 +3,6 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
-import { withSpan } from "../Observability/Span.js"
 import { after } from "./Deadline.js"
 
 /**
@@ -53,15 +52,12 @@ export interface GateOptions<E> {
   readonly timedOut?: () => E
   /** Called with the seconds each admitted caller waited. */
   readonly onAdmit?: (waited: number) => void
-  /** The waiting is traced as a span of this name. */
-  readonly waitSpan?: string
 }
 
 const none = () => {}
 
 export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
-  const { maxWaiting, onAdmit, overloaded, permits, waitSpan } = options
-  const traced = waitSpan === undefined ? undefined : withSpan(waitSpan)
+  const { maxWaiting, onAdmit, overloaded, permits } = options
   const maxWaitMs = Duration.toMillis(options.maxWait)
   const timedOut = options.timedOut ?? (() => overloaded("wait_exceeded"))
 
@@ -110,8 +106,8 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
   }
 
   /** `ticket.held` turns true the moment a permit is ours, even if this fiber never gets to see it. */
-  const take = (ticket: { held: boolean }, deadline: number) => {
-    const waited = Effect.clockWith((clock) =>
+  const take = (ticket: { held: boolean }, deadline: number) =>
+    Effect.clockWith((clock) =>
       Effect.flatMap(FiberRef.get(urgent), (isUrgent) =>
         Effect.async<void, E>((resume) => {
           const leave = admit(clock, isUrgent, deadline, () => {
@@ -121,8 +117,6 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
           return Effect.sync(leave)
         }))
     )
-    return traced === undefined ? waited : traced(waited)
-  }
 
   return {
     withPermit: (self, deadline = Number.POSITIVE_INFINITY) =>
