@@ -12,7 +12,8 @@
  * Systems: (a) raw ClickHouse HTTP, (b) naive Node server with a client per request, (c) naive Node server
  * with one shared client, (d) node:http constant JSON (the ceiling for Node), (e) the API with
  * COALESCE_READS=false, (f) the API with COALESCE_READS=true, (g) bare @effect/platform constant JSON (the
- * framework's ceiling), (h) a minimal platform route with one shared @clickhouse/client, (i) the API's /healthz.
+ * framework's ceiling), (h) a minimal platform route with one shared @clickhouse/client, (i) the API's /healthz,
+ * (j) that minimal route with the fresh-read coalescing rule in a dozen lines (the ceiling for a coalesced read).
  * A timed run where (d) does not reach 4× (g) is VOID: the load generator set the pace. The report starts with
  * the targets, computed from the same run.
  * Writes a Markdown report to stdout and bench-results/{<timestamp>,latest}.json, latest.md, latest.svg.
@@ -262,12 +263,13 @@ const runJobs = async (ctx: Context, jobs: ReadonlyArray<Job>) => {
   for (const job of jobs) await runJob(ctx, job)
 }
 
-/** Ratios to (d), (g) and (h) (for bursts, time over (d)'s), and VOID when (d) did not reach 4× (g). */
+/** Ratios to (d), (g), (h) and (j) (for bursts, time over (d)'s), and VOID when (d) did not reach 4× (g). */
 const withRatios = (scenario: ScenarioReport): ScenarioReport => {
   const of = (id: string) => scenario.outcomes.find((o) => o.system === id)?.result
   const d = of("d")
   const g = of("g")
   const h = of("h")
+  const j = of("j")
   const over = (r: RunResult, base: RunResult | undefined) =>
     base !== undefined && base.reqPerSec > 0 ? r.reqPerSec / base.reqPerSec : undefined
   const outcomes = scenario.outcomes.map((o): Outcome => {
@@ -277,11 +279,13 @@ const withRatios = (scenario: ScenarioReport): ScenarioReport => {
     const vsD = over(r, d)
     const vsG = over(r, g)
     const vsH = over(r, h)
+    const vsJ = over(r, j)
     return {
       ...o,
       ...(vsD === undefined ? {} : { vsD }),
       ...(vsG === undefined ? {} : { vsG }),
-      ...(vsH === undefined ? {} : { vsH })
+      ...(vsH === undefined ? {} : { vsH }),
+      ...(vsJ === undefined ? {} : { vsJ })
     }
   })
   const voided = scenario.load.kind === "duration" && d !== undefined && g !== undefined && d.reqPerSec < 4 * g.reqPerSec

@@ -25,10 +25,11 @@ export interface Outcome {
   readonly idleRssMb?: number | null
   /** ClickHouse queries still running after the run and its grace, killed before the next run. */
   readonly leftoverQueries?: number
-  /** req/s over (d)'s, (g)'s and (h)'s in the same scenario; for bursts, completion time over (d)'s. */
+  /** req/s over (d)'s, (g)'s, (h)'s and (j)'s in the same scenario; for bursts, completion time over (d)'s. */
   readonly vsD?: number
   readonly vsG?: number
   readonly vsH?: number
+  readonly vsJ?: number
   readonly timeVsD?: number
   /** Set when the figures come from a second process (the first exited by itself). */
   readonly note?: string
@@ -106,12 +107,12 @@ export const scenarioTable = (s: ScenarioReport): string => {
     }))
   }
   const header = ["system", "req/s", "p50 ms", "p99 ms", "max ms", "ok", "errors", "wrong", "peak RSS MB", "×(d)",
-    "×(g)", "×(h)"]
+    "×(g)", "×(h)", "×(j)"]
   return table(header, s.outcomes.map((o) => {
     const r = o.result
     if (r === undefined) return failed(o, header.length)
     return [label(o), num(r.reqPerSec), num(r.p50Ms), num(r.p99Ms), num(r.maxMs), num(r.ok), errors(r),
-      String(r.wrong), mb(o.peakRssMb), ratio(o.vsD), ratio(o.vsG), ratio(o.vsH)]
+      String(r.wrong), mb(o.peakRssMb), ratio(o.vsD), ratio(o.vsG), ratio(o.vsH), ratio(o.vsJ)]
   }))
 }
 
@@ -197,8 +198,9 @@ export const markdown = (
     "of burst. Cold: the first requests of the path on a fresh process, started for the system alone and left idle " +
     "1 s after it was ready (the API: /healthz 200, /readyz for (i); the others: any answer to /ready-probe; " +
     "(a) is the shared ClickHouse server, not restarted). Warm: after the timed runs, on the same process",
-    "- ×(d), ×(g), ×(h): req/s over (d)'s (node:http constant), (g)'s (bare @effect/platform constant, tracer " +
-    "off, as the API runs untraced) and (h)'s (minimal platform route + one shared client). A timed run is VOID " +
+    "- ×(d), ×(g), ×(h), ×(j): req/s over (d)'s (node:http constant), (g)'s (bare @effect/platform constant, tracer " +
+    "off, as the API runs untraced), (h)'s (minimal platform route + one shared client) and (j)'s (the same, " +
+    "fresh-read coalesced). A timed run is VOID " +
     "when (d) did not reach 4× (g)'s req/s: wrk, not the servers, set the pace",
     "- peak RSS: VmHWM of the serving process (clickhouse-server for (a)), reset before each run (so a timed " +
     "run's includes its warm-up); idle RSS: " +

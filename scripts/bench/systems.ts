@@ -11,7 +11,7 @@ import { request } from "./burst.ts"
 import { serverPid, totalSql } from "./clickhouse.ts"
 import type { Check } from "./load.ts"
 
-export type SystemId = "a" | "b" | "c" | "d" | "e" | "f" | "g" | "h" | "i"
+export type SystemId = "a" | "b" | "c" | "d" | "e" | "f" | "g" | "h" | "i" | "j"
 
 export interface System {
   readonly id: SystemId
@@ -44,7 +44,8 @@ export const systems: ReadonlyArray<System> = [
     path: "/healthz",
     constant: { kind: "body", body: "{\"status\":\"ok\"}" },
     firstTableOnly: true
-  }
+  },
+  { id: "j", name: "minimal platform route + one shared client, fresh-read coalesced", path: "/api/metrics" }
 ]
 
 /** The API's own process (dist/main.js). */
@@ -107,6 +108,8 @@ const processFor = (system: System, target: Target): { script: string; env: Reco
       return { script: "scripts/bench/platform-server.mjs", env: {} }
     case "h":
       return { script: "scripts/bench/platform-client-server.mjs", env: {} }
+    case "j":
+      return { script: "scripts/bench/platform-coalesced-server.mjs", env: {} }
     default:
       return {
         script: "dist/main.js",
