@@ -10,7 +10,8 @@ import * as Redacted from "effect/Redacted"
 import * as Path from "node:path"
 
 export type Backend =
-  | { readonly _tag: "Remote"; readonly url: URL }
+  /** Servers that hold the same data (replicas), in the order given: writes go to the first healthy one. */
+  | { readonly _tag: "Remote"; readonly urls: readonly [URL, ...Array<URL>] }
   | { readonly _tag: "Embedded"; readonly path: string }
   /** `CLICKHOUSE_URL` unset: try the original default once, else fall back to the embedded engine. */
   | { readonly _tag: "Auto"; readonly url: URL; readonly path: string }
@@ -27,13 +28,25 @@ export const parseBackend = (raw: string | undefined): Either.Either<Backend, st
   if (value.startsWith("embedded:") && value.length > "embedded:".length) {
     return Either.right({ _tag: "Embedded", path: Path.resolve(value.slice("embedded:".length)) })
   }
-  try {
-    const url = new URL(value)
-    if (url.protocol === "http:" || url.protocol === "https:") return Either.right({ _tag: "Remote", url })
-  } catch {
-    // falls through to the message below
+  const urls: Array<URL> = []
+  for (const part of value.split(",")) {
+    const url = httpUrl(part.trim())
+    if (url === undefined) return Either.left(invalidBackend)
+    if (urls.some((known) => known.origin === url.origin)) return Either.left(`lists ${url.origin} twice`)
+    urls.push(url)
   }
-  return Either.left("must be an http(s):// URL, 'embedded' or 'embedded:<dir>'")
+  return Either.right({ _tag: "Remote", urls: urls as [URL, ...Array<URL>] })
+}
+
+const invalidBackend = "must be an http(s):// URL, a comma-separated list of them (replicas), 'embedded' or 'embedded:<dir>'"
+
+const httpUrl = (text: string): URL | undefined => {
+  try {
+    const url = new URL(text)
+    return url.protocol === "http:" || url.protocol === "https:" ? url : undefined
+  } catch {
+    return undefined
+  }
 }
 
 const intInRange = (name: string, min: number, max: number, fallback: number) =>

@@ -29,7 +29,18 @@ describe("configuration", () => {
       const embedded = yield* clickHouseConfig.pipe(withEnv({ CLICKHOUSE_URL: "embedded:/tmp/x" }))
       expect(embedded.backend).toEqual({ _tag: "Embedded", path: "/tmp/x" })
       const bad = yield* Effect.either(clickHouseConfig.pipe(withEnv({ CLICKHOUSE_URL: "ftp://nope" })))
-      expect(Either.isLeft(bad) && String(bad.left)).toMatch(/CLICKHOUSE_URL.*http\(s\):\/\/ URL, 'embedded'/)
+      expect(Either.isLeft(bad) && String(bad.left)).toMatch(/CLICKHOUSE_URL.*http\(s\):\/\/ URL, a comma-separated list/)
+    }))
+
+  it.effect("CLICKHOUSE_URL lists replicas, in order; a bad or repeated one stops startup", () =>
+    Effect.gen(function*() {
+      const list = yield* clickHouseConfig.pipe(withEnv({ CLICKHOUSE_URL: " http://a:8123 , https://u:p@b:8443/ " }))
+      expect(list.backend._tag === "Remote" && list.backend.urls.map((url) => url.href))
+        .toEqual(["http://a:8123/", "https://u:p@b:8443/"])
+      const bad = yield* Effect.either(clickHouseConfig.pipe(withEnv({ CLICKHOUSE_URL: "http://a:8123,,http://b:8123" })))
+      expect(Either.isLeft(bad) && String(bad.left)).toMatch(/CLICKHOUSE_URL.*comma-separated list/)
+      const twice = yield* Effect.either(clickHouseConfig.pipe(withEnv({ CLICKHOUSE_URL: "http://a:8123,http://a:8123/x" })))
+      expect(Either.isLeft(twice) && String(twice.left)).toMatch(/CLICKHOUSE_URL.*lists http:\/\/a:8123 twice/)
     }))
 
   it.effect.each([

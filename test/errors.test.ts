@@ -144,7 +144,14 @@ describeReal("faults on the real server", () => {
         status: "ready",
         clickhouse: "remote",
         backend: { kind: "remote", url: new URL(url).origin, version: expect.stringMatching(/^18\.16\./) },
-        pool: { size: expect.any(Number), inUse: 0, waiting: 0 }
+        pool: { size: expect.any(Number), inUse: 0, waiting: 0 },
+        replicas: [{
+          url: new URL(url).origin,
+          up: true,
+          state: "closed",
+          version: expect.stringMatching(/^18\.16\./),
+          pool: { size: expect.any(Number), inUse: 0, waiting: 0 }
+        }]
       })
     })))
 

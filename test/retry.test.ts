@@ -96,7 +96,7 @@ const answered = <A, E>(read: Effect.Effect<A, E>) => Effect.map(read, (value): 
 const stalling = <A>(rest: Effect.Effect<A, ClickHouseError>, cancelled: Ref.Ref<number>) => (hedgeAfterMs: number | undefined) =>
   Effect.as(
     Effect.sleep(Duration.millis(hedgeAfterMs ?? 0)),
-    { _tag: "Stalled", rest, cancel: Ref.update(cancelled, (c) => c + 1) } satisfies Tried<A> as Tried<A>
+    { _tag: "Stalled", rest, cancel: Ref.update(cancelled, (c) => c + 1), lost: Effect.void } satisfies Tried<A> as Tried<A>
   )
 
 describe("hedged reads", () => {
@@ -148,6 +148,7 @@ describe("one try", () => {
     connections: makeConnections({ open: () => ({}) as ClickHouseClient, close: () => Promise.resolve(), idleTtlMs: 1000 }),
     settings: {},
     ended: () => {},
+    health: () => {},
     cancelOnServer: () => {},
     timedOut: () => new ClickHouseTimeout({})
   })

@@ -14,7 +14,8 @@ import { firstLine, StartupError } from "../Domain/StartupError.js"
 import { classify } from "./Classify.js"
 
 export type Target =
-  | { readonly kind: "remote"; readonly url: string }
+  /** `url`: the first replica's origin; `replicas`: every replica's, in order (no credentials). */
+  | { readonly kind: "remote"; readonly url: string; readonly replicas: ReadonlyArray<string> }
   | { readonly kind: "embedded"; readonly path: string }
 
 export const pingTimeout = Duration.seconds(1)
@@ -85,7 +86,7 @@ const resolveBackend = (backend: Backend, config: ClickHouseConfig) =>
     )
     if (reachable) {
       yield* Effect.logInfo(`CLICKHOUSE_URL is unset; using the ClickHouse server that answers at ${backend.url.origin}`)
-      return { _tag: "Remote", url: backend.url } as const
+      return { _tag: "Remote", urls: [backend.url] } as const
     }
     yield* Effect.logWarning(
       `No ClickHouse answered at ${backend.url.origin}: using the embedded engine (chDB) with data in ${backend.path}. ` +
@@ -104,8 +105,10 @@ export const readJson = async (client: ClickHouseClient, params: Parameters<Clic
   }
 }
 
-export interface Opened {
-  readonly target: Target
+/** One server's clients. */
+export interface Replica {
+  /** Its origin (no credentials), or "embedded". */
+  readonly name: string
   /** Outside the pool: pings, server detection, KILL QUERY. */
   readonly control: ClickHouseClient
   /** One pooled connection: a client of one socket, or the embedded engine's one client, shared. */
@@ -113,6 +116,20 @@ export interface Opened {
   /** Closes a pooled connection (the shared embedded client stays open until the scope closes). */
   readonly disconnect: (client: ClickHouseClient) => Promise<void>
 }
+
+export interface Opened {
+  readonly target: Target
+  /** The replicas in the order given; the embedded engine is one. */
+  readonly replicas: readonly [Replica, ...Array<Replica>]
+}
+
+const remoteReplica = (url: URL, config: ClickHouseConfig) =>
+  Effect.map(Effect.acquireRelease(Effect.sync(() => remoteClient(url, config, 2)), closeClient), (control): Replica => ({
+    name: url.origin,
+    control,
+    connect: () => remoteClient(url, config, 1),
+    disconnect: (client) => client.close()
+  }))
 
 /** The clients of the chosen backend, closed with the scope. */
 export const open = (config: ClickHouseConfig): Effect.Effect<Opened, StartupError, Scope.Scope> =>
@@ -123,16 +140,16 @@ export const open = (config: ClickHouseConfig): Effect.Effect<Opened, StartupErr
       const shared = yield* Effect.acquireRelease(embeddedClient(backend.path), closeClient)
       return {
         target: { kind: "embedded", path: backend.path },
-        control: shared,
-        connect: () => shared,
-        disconnect: () => Promise.resolve()
+        replicas: [{ name: "embedded", control: shared, connect: () => shared, disconnect: () => Promise.resolve() }]
       }
     }
-    const control = yield* Effect.acquireRelease(Effect.sync(() => remoteClient(backend.url, config, 2)), closeClient)
+    const [first, ...rest] = backend.urls
+    const replicas: [Replica, ...Array<Replica>] = [
+      yield* remoteReplica(first, config),
+      ...(yield* Effect.forEach(rest, (url) => remoteReplica(url, config)))
+    ]
     return {
-      target: { kind: "remote", url: backend.url.origin },
-      control,
-      connect: () => remoteClient(backend.url, config, 1),
-      disconnect: (client) => client.close()
+      target: { kind: "remote", url: first.origin, replicas: replicas.map((replica) => replica.name) },
+      replicas
     }
   })

@@ -93,17 +93,24 @@ export const retryRead = (budget: RetryBudget, policy: RetryPolicy = defaultRetr
 
 /**
  * What a try of a read gives back: its answer, or, when it has not answered by its hedge time, itself still
- * running: `rest` waits on for its answer (within the read's deadline), `cancel` stops it.
+ * running: `rest` waits on for its answer (within the read's deadline), `cancel` stops it, `lost` says its hedge
+ * answered first (its replica was the slow one).
  */
 export type Tried<A> =
   | { readonly _tag: "Answered"; readonly value: A }
-  | { readonly _tag: "Stalled"; readonly rest: Effect.Effect<A, ClickHouseError>; readonly cancel: Effect.Effect<void> }
+  | {
+    readonly _tag: "Stalled"
+    readonly rest: Effect.Effect<A, ClickHouseError>
+    readonly cancel: Effect.Effect<void>
+    readonly lost: Effect.Effect<void>
+  }
 
 /**
  * A hedged read: if the first try has not answered `after` its query started (`start` is given that time and
  * counts it from then: time spent waiting for a connection does not count), a second one starts on another
  * connection, ahead of the queue, when the budget allows; the first answer wins and the other try is cancelled.
- * A stalled connection then costs `after`, not the whole deadline. A try that fails before the hedge starts
+ * A stalled connection then costs `after`, not the whole deadline; `start` picks where each try goes (another
+ * replica, when there is one). A try that fails before the hedge starts
  * fails at once (for `retryRead` to handle). Until a try stalls, nothing is forked.
  */
 export const hedgeRead = (budget: RetryBudget, after: Duration.Duration) => {
@@ -121,7 +128,7 @@ export const hedgeRead = (budget: RetryBudget, after: Duration.Duration) => {
           return first.rest
         }
         Instruments.hedgesFired.update(1)
-        return Effect.race(first.rest, hedge)
+        return Effect.race(first.rest, Effect.tap(hedge, () => first.lost))
       }).pipe(Effect.ensuring(first.cancel))
     })
   }

@@ -5,7 +5,7 @@ import * as FiberRef from "effect/FiberRef"
 import type * as Tracer from "effect/Tracer"
 import { randomUUID } from "node:crypto"
 import type { ClickHouseError } from "../Domain/ClickHouseError.js"
-import { breaksConnection, classify } from "./Classify.js"
+import { breaksConnection, classify, clickHouseCode } from "./Classify.js"
 import type { Connections } from "./Connections.js"
 import { after } from "./Deadline.js"
 import { type Gate, urgent } from "./Gate.js"
@@ -27,6 +27,19 @@ export interface TryOptions {
   readonly cancelOnServer: (queryId: string) => void
   /** The deadline passed. */
   readonly timedOut: () => ClickHouseError
+  /** Whether the replica answered (an error of the server's own counts) or failed to (see `replicaFailed`). */
+  readonly health: (answered: boolean) => void
+}
+
+/**
+ * A failure of the replica rather than of the query: no answer from a server (a refused or broken connection, a
+ * cut answer, a socket timeout). An error the server sent, with its code (a query error, its own timeout, a
+ * Distributed table's shard unreachable), means this replica is up; a refusal for load (code 202) counts neither way.
+ */
+export const replicaFailed = (error: ClickHouseError): boolean | undefined => {
+  if (error._tag === "ClickHouseOverloaded") return undefined
+  if (error._tag === "ClickHouseQueryError") return false
+  return clickHouseCode(error.cause) === undefined
 }
 
 const none = () => {}
@@ -102,6 +115,8 @@ export const attempt = <A>(
         connections.give(client, error !== undefined && breaksConnection(error))
         gate.release()
         options.ended(since, error ?? "ok", span)
+        const failed = error === undefined ? false : replicaFailed(error)
+        if (failed !== undefined) options.health(!failed)
         for (const [done, cancelTimer] of waiting) {
           cancelTimer()
           done(exit)
@@ -133,6 +148,10 @@ export const attempt = <A>(
       return Effect.sync(leave)
     })
 
+    const lost = Effect.sync(() => {
+      if (outcome === undefined) options.health(false)
+    })
+
     // Traced, the wait for a permit is a span of its own.
     const waitSpan = span === undefined ? Effect.succeed(undefined) : Effect.makeSpan("ClickHouse.poolWait")
     return Effect.flatMap(waitSpan, (wait) => Effect.async<Tried<A>, ClickHouseError>((resume) => {
@@ -143,7 +162,7 @@ export const attempt = <A>(
         const hedgeAt = hedgeAfterMs === undefined ? Number.POSITIVE_INFINITY : clock.unsafeCurrentTimeMillis() + hedgeAfterMs
         leave = await_(Math.min(hedgeAt, deadline), (exit) => {
           if (exit !== undefined) return resume(Exit.map(exit, (value) => ({ _tag: "Answered", value })))
-          if (hedgeAt < deadline) return resume(Exit.succeed({ _tag: "Stalled", rest, cancel: Effect.sync(stop) }))
+          if (hedgeAt < deadline) return resume(Exit.succeed({ _tag: "Stalled", rest, cancel: Effect.sync(stop), lost }))
           stop()
           resume(Effect.fail(options.timedOut()))
         })

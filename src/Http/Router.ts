@@ -112,24 +112,24 @@ const notFound = toResponse(new ApiError({ code: "not_found", message: "No such 
 
 const docs = Effect.scoped(Effect.flatMap(docsApp, (app) => app)).pipe(Effect.catchAll(() => Effect.succeed(notFound)))
 
+/** 200 while at least one replica answers, listing each with its state; else the error edge's clean 503. */
 const readyz = Effect.gen(function*() {
   const ch = yield* ClickHouse
-  return yield* ch.ping.pipe(
-    Effect.zipRight(Effect.all({ pool: ch.poolState, version: ch.version })),
-    Effect.map(({ pool, version }) =>
-      HttpServerResponse.unsafeJson({
-        status: "ready",
-        clickhouse: ch.target.kind,
-        backend: { ...ch.target, ...(version === undefined ? {} : { version }) },
-        pool
-      })
-    ),
-    Effect.catchAll(() =>
-      Effect.succeed(toResponse(
-        new ApiError({ code: "unavailable", message: "The analytics database is not reachable." })
-      ))
-    )
-  )
+  const replicas = yield* ch.replicas
+  if (!replicas.some((replica) => replica.up)) {
+    return toResponse(new ApiError({ code: "unavailable", message: "The analytics database is not reachable." }))
+  }
+  const [pool, version] = yield* Effect.all([ch.poolState, ch.version])
+  const { kind } = ch.target
+  return HttpServerResponse.unsafeJson({
+    status: "ready",
+    clickhouse: kind,
+    backend: ch.target.kind === "remote"
+      ? { kind, url: ch.target.url, ...(version === undefined ? {} : { version }) }
+      : { ...ch.target, ...(version === undefined ? {} : { version }) },
+    pool,
+    ...(ch.target.kind === "remote" ? { replicas } : {})
+  })
 })
 
 const methodNotAllowed = (allow: string) =>

@@ -36,7 +36,10 @@ export const embeddedBackend = (): ClickHouseConfig["backend"] => ({
   path: mkdtempSync(Path.join(tmpdir(), "analytics-api-test-"))
 })
 
-export const remoteBackend = (url = realServerUrl): ClickHouseConfig["backend"] => ({ _tag: "Remote", url: new URL(url) })
+export const remoteBackend = (...urls: ReadonlyArray<string>): ClickHouseConfig["backend"] => {
+  const [first = realServerUrl, ...rest] = urls
+  return { _tag: "Remote", urls: [new URL(first), ...rest.map((url) => new URL(url))] }
+}
 
 /** A database of its own for each test file, so files can share the real server. */
 export const uniqueTable = (prefix: string): TableConfig => ({
