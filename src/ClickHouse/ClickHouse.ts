@@ -25,10 +25,10 @@ import { type Breaker, type BreakerState, makeBreaker } from "./Breaker.js"
 import { type Connections, makeConnections } from "./Connections.js"
 import { within } from "./Deadline.js"
 import { type Gate, makeGate } from "./Gate.js"
-import { hedgeRead, makeRetryBudget, retryRead } from "./Retry.js"
+import { hedgeRead, makeRetryBudget, retryRead, type Tried } from "./Retry.js"
 import { detect, type ServerInfo } from "./ServerInfo.js"
 import * as Sql from "./Sql.js"
-import { attempt, type Params, replicaFailed, type TryOptions } from "./Try.js"
+import { attempt, isRerouted, type Params, replicaFailed, type TryOptions } from "./Try.js"
 
 export type { Target } from "./Backend.js"
 export type { ServerInfo } from "./ServerInfo.js"
@@ -270,7 +270,8 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
             ended: endedBy[operation],
             cancelOnServer: (queryId) => cancelOnServer(info, queryId),
             timedOut: timedOut(`${operation} passed its deadline`),
-            health
+            health,
+            elsewhere: () => breaker.state() !== "closed" && inRotation() > 0
           }
           options.set(operation, built)
         }
@@ -291,6 +292,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
     }
 
     const replicas = opened.map(makeReplica) as [ReplicaState, ...Array<ReplicaState>]
+    const inRotation = () => replicas.reduce((n, replica) => n + Number(replica.breaker.state() === "closed"), 0)
     yield* Effect.addFinalizer(() => Effect.promise(() => Promise.all(replicas.map((r) => r.connections.closeAll()))))
     for (const replica of replicas) {
       yield* Effect.acquireRelease(Effect.sync(() => Instruments.addPool(replica.poolState)), (remove) => Effect.sync(remove))
@@ -355,7 +357,8 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       Effect.flatMap(within(queryTimeoutMs), (deadline) => {
         let tries = 0
         const tried = new Set<ReplicaState>()
-        const next = (hedgeAfterMs: number | undefined) =>
+        // A try given back unsent (its replica left rotation while it queued) goes to another one, for free.
+        const onReplica = (hedgeAfterMs: number | undefined, reroutes: number): Effect.Effect<Tried<A>, ClickHouseError> =>
           Effect.suspend(() => {
             const replica = pick(tried, operation !== "query")
             tried.add(replica)
@@ -363,7 +366,11 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
             const go = (info: ServerInfo) => attempt(replica.tryOptions(operation, info), number, f, deadline, hedgeAfterMs)
             const info = replica.info()
             return info === undefined ? Effect.flatMap(replica.serverInfo, go) : go(info)
-          }).pipe(trySpan)
+          }).pipe(
+            trySpan,
+            Effect.catchIf((error) => isRerouted(error) && reroutes < replicas.length, () => onReplica(hedgeAfterMs, reroutes + 1))
+          )
+        const next = (hedgeAfterMs: number | undefined) => onReplica(hedgeAfterMs, 0)
         return operation === "query" ? retried(hedged(next), deadline) : once(next)
       }).pipe(callSpans[operation])
 

@@ -4,7 +4,7 @@ import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
 import type * as Tracer from "effect/Tracer"
 import { randomUUID } from "node:crypto"
-import type { ClickHouseError } from "../Domain/ClickHouseError.js"
+import { type ClickHouseError, ClickHouseUnavailable } from "../Domain/ClickHouseError.js"
 import { breaksConnection, classify, clickHouseCode } from "./Classify.js"
 import type { Connections } from "./Connections.js"
 import { after } from "./Deadline.js"
@@ -29,7 +29,14 @@ export interface TryOptions {
   readonly timedOut: () => ClickHouseError
   /** Whether the replica answered (an error of the server's own counts) or failed to (see `replicaFailed`). */
   readonly health: (answered: boolean) => void
+  /** Checked once a permit is held: true sends the try elsewhere (its replica left rotation while it queued). */
+  readonly elsewhere?: () => boolean
 }
+
+/** The cause of a try given back unsent, to go to another replica: it costs no retry. */
+export const rerouted = "rerouted: the replica left rotation while the try waited for it"
+
+export const isRerouted = (error: ClickHouseError) => error._tag === "ClickHouseUnavailable" && error.cause === rerouted
 
 /**
  * A failure of the replica rather than of the query: no answer from a server (a refused or broken connection, a
@@ -158,6 +165,10 @@ export const attempt = <A>(
       let leave = none
       const leaveQueue = gate.admit(clock, isUrgent, deadline, () => {
         wait?.end(clock.unsafeCurrentTimeNanos(), Exit.void)
+        if (options.elsewhere?.() === true) {
+          gate.release()
+          return resume(Effect.fail(new ClickHouseUnavailable({ cause: rerouted })))
+        }
         run()
         const hedgeAt = hedgeAfterMs === undefined ? Number.POSITIVE_INFINITY : clock.unsafeCurrentTimeMillis() + hedgeAfterMs
         leave = await_(Math.min(hedgeAt, deadline), (exit) => {
