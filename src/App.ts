@@ -2,6 +2,7 @@ import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as Config from "effect/Config"
+import * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -27,28 +28,55 @@ const metricsServer = (server: ServerConfig, http: HttpConfig) =>
     }
   })
 
-/** The whole service as a standalone server. Every setting is read and checked before anything starts. */
-export const AppLive = Layer.unwrapEffect(
-  Effect.gen(function*() {
-    const read = yield* Config.all({ analytics: Analytics.config, server: serverConfig, tracing: tracingConfig })
-    // With a port of its own, /metrics is served there only.
-    const http = { ...read.analytics.http, serveMetrics: Option.isNone(read.server.metricsPort) }
-    const settings = { ...read, analytics: { ...read.analytics, http } }
-    const server = Server.make(settings.server)
-    const traced = Option.isSome(settings.tracing.url)
-    const api = HttpServer.serve(Analytics.app).pipe(
-      HttpServer.withLogAddress,
-      // Untraced, the platform's span per request would go nowhere; it costs about a quarter of the throughput.
-      traced ? (layer) => layer : HttpMiddleware.withTracerDisabledWhen(() => true)
-    )
-    // Built bottom up, released top down: serving stops, in-flight requests drain, then ClickHouse closes.
-    return Layer.merge(
-      api.pipe(Layer.provide(server.drain)),
-      metricsServer(settings.server, settings.analytics.http)
-    ).pipe(
-      Layer.provide(Analytics.layer(settings.analytics)),
-      Layer.provide(server.listen),
-      Layer.provide(Tracing.layer(settings.tracing))
-    )
-  })
-)
+/** Every setting of the standalone server, read and checked. */
+export const settings = Effect.gen(function*() {
+  const read = yield* Config.all({ analytics: Analytics.config, server: serverConfig, tracing: tracingConfig })
+  // With a port of its own, /metrics is served there only.
+  const http = { ...read.analytics.http, serveMetrics: Option.isNone(read.server.metricsPort) }
+  return { ...read, analytics: { ...read.analytics, http } }
+})
+
+/**
+ * What the primary of `WORKERS=n` checks before it forks: every setting, and a ClickHouse server for the workers
+ * to share (the embedded engine allows one process per data directory).
+ */
+export const preflight = (workers: number) =>
+  Effect.flatMap(settings, ({ analytics, server }) =>
+    analytics.clickHouse.backend._tag === "Remote"
+      ? Effect.succeed(server)
+      : Effect.fail(ConfigError.InvalidData(
+        ["WORKERS"],
+        `${workers} workers need CLICKHOUSE_URL set to a ClickHouse server's http(s):// URL (the embedded engine allows one process per data directory)`
+      ))
+  )
+
+/**
+ * The whole service as a standalone server. Every setting is read and checked before anything starts. The port is
+ * taken first, so that a busy one fails first, unless `listenFirst` is false: then it is taken once the app can
+ * serve (for a worker, whose port the primary already holds: a restarted worker takes no connections it cannot
+ * answer yet).
+ */
+const make = (listenFirst: boolean) =>
+  Layer.unwrapEffect(
+    Effect.gen(function*() {
+      const { analytics, server: serverSettings, tracing } = yield* settings
+      const server = Server.make(serverSettings)
+      const traced = Option.isSome(tracing.url)
+      const api = HttpServer.serve(Analytics.app).pipe(
+        HttpServer.withLogAddress,
+        // Untraced, the platform's span per request would go nowhere; it costs about a quarter of the throughput.
+        traced ? (layer) => layer : HttpMiddleware.withTracerDisabledWhen(() => true)
+      )
+      // Built bottom up, released top down: serving stops, in-flight requests drain, then ClickHouse closes.
+      const served = Layer.merge(api.pipe(Layer.provide(server.drain)), metricsServer(serverSettings, analytics.http))
+      const services = Analytics.layer(analytics)
+      return (listenFirst
+        ? served.pipe(Layer.provide(services), Layer.provide(server.listen))
+        : served.pipe(Layer.provide(server.listen), Layer.provide(services))).pipe(Layer.provide(Tracing.layer(tracing)))
+    })
+  )
+
+export const AppLive = make(true)
+
+/** The service as one worker process of `WORKERS=n` (Workers.ts). */
+export const WorkerLive = make(false)

@@ -1,6 +1,10 @@
 #!/usr/bin/env node
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { AppLive } from "./App.js"
+import { AppLive, preflight, WorkerLive } from "./App.js"
 import { launch } from "./Logging.js"
+import * as Workers from "./Workers.js"
 
-NodeRuntime.runMain(launch(AppLive), { disableErrorReporting: true, disablePrettyLogger: true })
+NodeRuntime.runMain(launch(Workers.layer({ app: AppLive, worker: WorkerLive, preflight })), {
+  disableErrorReporting: true,
+  disablePrettyLogger: true
+})
