@@ -10,8 +10,6 @@ import {
   ClickHouseUnavailable
 } from "../src/Domain/ClickHouseError.ts"
 
-/** Lets every forked fiber run until it blocks. */
-const settle = Effect.repeatN(Effect.yieldNow(), 50)
 
 /** A breaker whose probe answers `up()`, its loop forked in the test's fiber, its changes recorded. */
 const breaker = (up: () => boolean) =>

@@ -195,11 +195,14 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
         probe: Backend.pingClient(control).pipe(Effect.as(true), Effect.orElseSucceed(() => false)),
         fork,
         onChange: (state) => {
+          Instruments.replicaInRotation(replica.name).update(state === "closed" ? 1 : 0)
+          Instruments.replicaTransitions(replica.name, state).update(1)
           const message = `ClickHouse replica ${replica.name} is ${state === "closed" ? "back in rotation" : state}`
           runFork(state === "open" ? Effect.logWarning(message) : Effect.logInfo(message))
         }
       })
       const health = (answered: boolean) => (answered ? breaker.succeeded() : breaker.failed())
+      Instruments.replicaInRotation(replica.name).update(1)
 
       let known: ServerInfo | undefined
       // One detection at a time; callers queue in order (Effect's Semaphore would wake them all on each release).

@@ -129,6 +129,17 @@ export const buildInfo = series(
   ["version", "backend", "clickhouse_version"]
 )
 
+export const replicaInRotation = series(
+  Metric.gauge("analytics_clickhouse_replica_in_rotation", {
+    description: "1 while the replica takes reads (its circuit breaker closed), 0 while it is out of rotation"
+  }),
+  ["replica"]
+)
+export const replicaTransitions = series(
+  counter("analytics_clickhouse_replica_transitions_total", "Circuit-breaker changes per replica, by the state entered"),
+  ["replica", "state"]
+)
+
 /** The class of a ClickHouse failure, as a label value. */
 export const errorClass = (tag: string): ErrorClass =>
   tag === "ClickHouseUnavailable"
