@@ -218,7 +218,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
           infoLock.withPermit(
             cachedInfo.pipe(
               Effect.orElse(() =>
-                detect(control, target, config.queryTimeout).pipe(
+                detect(control, target, config.queryTimeout, replica.name).pipe(
                   Effect.tap((info) =>
                     Effect.sync(() => {
                       known = info

@@ -42,7 +42,9 @@ const querySettings = (settings: ReadonlySet<string>, queryTimeout: Duration.Dur
 export const detect = (
   control: ClickHouseClient,
   target: Target,
-  queryTimeout: Duration.Duration
+  queryTimeout: Duration.Duration,
+  /** The replica, for the log line. */
+  name: string
 ): Effect.Effect<ServerInfo, ClickHouseError> =>
   Effect.tryPromise({
     try: async () => {
@@ -64,7 +66,7 @@ export const detect = (
     Effect.timeoutFail({ duration: queryTimeout, onTimeout: () => new ClickHouseTimeout({}) }),
     Effect.tap((info) =>
       Effect.logInfo(
-        `ClickHouse ${info.version} (${target.kind}); optional settings: ${[...info.settings].join(", ")}; ` +
+        `ClickHouse ${info.version} (${target.kind === "remote" ? name : "embedded"}); optional settings: ${[...info.settings].join(", ")}; ` +
           `values bound ${info.serverParams ? "server-side" : "as escaped literals"}`
       )
     )
