@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process"
-import { rmSync } from "node:fs"
+import { readFileSync, rmSync } from "node:fs"
 import * as Path from "node:path"
 import { promisify } from "node:util"
 
@@ -17,6 +17,10 @@ export interface ServerOptions {
   readonly timezone?: string
   /** Start from an empty data directory. */
   readonly fresh?: boolean
+  /** The native (TCP) port, which other servers' clusters name; a free one unless given. */
+  readonly tcpPort?: number
+  /** A cluster in remote_servers: each shard a list of replicas as "host:tcpPort", or "self" for this server. */
+  readonly cluster?: { readonly name: string; readonly shards: ReadonlyArray<ReadonlyArray<string>> }
 }
 
 /** Debian's clickhouse-server as a plain process, through the same script users run. */
@@ -30,9 +34,17 @@ export const startServer = async (options: ServerOptions): Promise<string> => {
   if (options.keepAliveTimeout !== undefined) args.push("--keep-alive-timeout", String(options.keepAliveTimeout))
   if (options.queueMaxWaitMs !== undefined) args.push("--queue-max-wait-ms", String(options.queueMaxWaitMs))
   if (options.timezone !== undefined) args.push("--timezone", options.timezone)
+  if (options.tcpPort !== undefined) args.push("--tcp-port", String(options.tcpPort))
+  if (options.cluster !== undefined) {
+    args.push("--cluster", options.cluster.name)
+    for (const shard of options.cluster.shards) args.push("--shard", shard.join(","))
+  }
   const { stdout } = await run("bash", [script, ...args], { timeout: 300_000 })
   return stdout.trim().split("\n").at(-1)!
 }
+
+/** The native (TCP) port the server in `dir` was started with, for another server's cluster. */
+export const tcpPortOf = (dir: string): number => Number(readFileSync(Path.join(dir, "tcp_port"), "utf8").trim())
 
 export const stopServer = async (dir: string): Promise<void> => {
   await run("bash", [script, "stop", "--dir", dir], { timeout: 30_000 })
