@@ -13,6 +13,8 @@ const TOO_SLOW = 160
 const SOCKET_TIMEOUT = 209
 const NETWORK_ERROR = 210
 const QUERY_WAS_CANCELLED = 394
+/** A Distributed table's shard with no replica reachable: the answer would be partial, so there is none. */
+const ALL_CONNECTION_TRIES_FAILED = 279
 
 /**
  * The ClickHouse error code of a failure: a new client gives `ClickHouseError` with a string `code`,
@@ -39,6 +41,7 @@ export const classify = (error: unknown): ClickHouseError => {
         return new ClickHouseTimeout({ cause: error })
       case SOCKET_TIMEOUT:
       case NETWORK_ERROR:
+      case ALL_CONNECTION_TRIES_FAILED:
         return new ClickHouseUnavailable({ cause: error })
       default:
         return new ClickHouseQueryError({ code, cause: error })
