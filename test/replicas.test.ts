@@ -4,6 +4,7 @@ import { Duration, Effect, Either, Fiber, Ref, Schedule } from "effect"
 import { readFileSync } from "node:fs"
 import * as Path from "node:path"
 import { afterAll, beforeAll } from "vitest"
+import { ClickHouse } from "../src/ClickHouse/ClickHouse.ts"
 import { demoRows } from "../src/Domain/Metrics.ts"
 import { removeServer, startServer, stopServer } from "./support/clickhouse-server.ts"
 import { config, describeReal, getJson, hasRealServer, internals, remoteBackend, stack } from "./support/layers.ts"
@@ -14,6 +15,7 @@ const dirs = [1, 2, 3].map((n) => Path.resolve(import.meta.dirname, `../.clickho
 let urls: Array<string> = []
 let proxy: Proxy
 const table = { database: `replicas_${process.pid}`, table: "metrics" }
+const writes = `${table.database}.writes`
 
 const sql = (url: string, text: string) =>
   fetch(`${url}/?query=${encodeURIComponent(text)}`, { method: "POST" }).then(async (r) => {
@@ -26,6 +28,8 @@ const withDemoRows = async (url: string) => {
   await sql(url, `CREATE DATABASE IF NOT EXISTS ${table.database}`)
   await sql(url, `CREATE TABLE IF NOT EXISTS ${table.database}.${table.table} (ts DateTime, metric_name String, value Float64) ENGINE = MergeTree ORDER BY (ts, metric_name)`)
   await sql(url, `TRUNCATE TABLE ${table.database}.${table.table}`)
+  // For the writes test, apart from the rows every read sums.
+  await sql(url, `CREATE TABLE IF NOT EXISTS ${writes} (ts DateTime, metric_name String, value Float64) ENGINE = MergeTree ORDER BY ts`)
   const values = demoRows.map((row) => `('${row.ts}', '${row.metric_name}', ${row.value})`).join(", ")
   await sql(url, `INSERT INTO ${table.database}.${table.table} VALUES ${values}`)
 }
@@ -116,7 +120,36 @@ const queriesStarted = (url: string) =>
 
 const killHard = (dir: string) => process.kill(Number(readFileSync(Path.join(dir, "server.pid"), "utf8")), "SIGKILL")
 
+const rowsOf = (url: string, name: string) =>
+  sql(url, `SELECT count() FROM ${writes} WHERE metric_name = '${name}' FORMAT TabSeparated`)
+    .then((text) => Number(text.trim()))
+
 describeReal("replicas", () => {
+  it.live("writes go to the first replica in rotation, once: never retried on another", () =>
+    Effect.gen(function*() {
+      const ch = yield* ClickHouse
+      const row = (name: string) => [{ ts: "2024-01-02 00:00:00", metric_name: name, value: 1 }]
+      const counts = (name: string) => Effect.promise(() => Promise.all(urls.map((url) => rowsOf(url, name))))
+
+      // The first replica (behind the proxy) is in rotation: the row lands there, and only there.
+      yield* ch.insert(writes, row("write_first"))
+      expect(yield* counts("write_first")).toEqual([1, 0, 0])
+
+      // It stops answering as ClickHouse (a proxy's 503 page): the write fails, and is not replayed on the others.
+      proxy.setFaults({ rate: 1, mix: { http503: 1 } })
+      const failed = yield* Effect.either(ch.insert(writes, row("write_failed")))
+      expect(failed._tag).toBe("Left")
+      expect(yield* counts("write_failed")).toEqual([0, 0, 0])
+
+      // Three failures took it out of rotation: the next write goes to the second, the first in rotation.
+      for (let i = 0; i < 2; i++) yield* Effect.either(ch.insert(writes, row("write_failed")))
+      yield* ch.insert(writes, row("write_next"))
+      proxy.clear()
+      expect(yield* counts("write_next")).toEqual([0, 1, 0])
+      expect(yield* counts("write_failed")).toEqual([0, 0, 0])
+    }).pipe(Effect.provide(replicated([proxy.url, urls[1]!, urls[2]!]))), 60_000)
+
+
   it.live("one of three SIGKILLed and restarted under 500 callers: no wrong answer, ≥ 99.9% 200s, back in rotation within 1 s of answering /ping", () =>
     Effect.gen(function*() {
       const [, second] = urls as [string, string, string]
