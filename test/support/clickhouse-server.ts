@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process"
-import { readFileSync, rmSync } from "node:fs"
+import { rmSync } from "node:fs"
 import * as Path from "node:path"
 import { promisify } from "node:util"
 
@@ -42,9 +42,6 @@ export const startServer = async (options: ServerOptions): Promise<string> => {
   const { stdout } = await run("bash", [script, ...args], { timeout: 300_000 })
   return stdout.trim().split("\n").at(-1)!
 }
-
-/** The native (TCP) port the server in `dir` was started with, for another server's cluster. */
-export const tcpPortOf = (dir: string): number => Number(readFileSync(Path.join(dir, "tcp_port"), "utf8").trim())
 
 export const stopServer = async (dir: string): Promise<void> => {
   await run("bash", [script, "stop", "--dir", dir], { timeout: 30_000 })
