@@ -1,3 +1,5 @@
+-- ch1, on its first start (empty data directory): the replicated table and the six demo rows (total 458).
+-- ch2 creates the same table (replica-init.sql) and fetches the rows from here: they are inserted once.
 CREATE DATABASE IF NOT EXISTS analytics;
 
 CREATE TABLE IF NOT EXISTS analytics.metrics
@@ -6,7 +8,7 @@ CREATE TABLE IF NOT EXISTS analytics.metrics
     metric_name String,
     value Float64
 )
-ENGINE = MergeTree
+ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/analytics/metrics', '{replica}')
 ORDER BY (ts, metric_name);
 
 INSERT INTO analytics.metrics (ts, metric_name, value) VALUES
