@@ -13,7 +13,8 @@
  * with one shared client, (d) node:http constant JSON (the ceiling for Node), (e) the API with
  * COALESCE_READS=false, (f) the API with COALESCE_READS=true, (g) bare @effect/platform constant JSON (the
  * framework's ceiling), (h) a minimal platform route with one shared @clickhouse/client, (i) the API's /healthz,
- * (j) that minimal route with the fresh-read coalescing rule in a dozen lines (the ceiling for a coalesced read).
+ * (j) that minimal route with the fresh-read coalescing rule in a dozen lines (the ceiling for a coalesced read),
+ * (k) the API as (f) with WORKERS=2 (node:cluster: a primary and two workers behind one port; RSS summed over the three).
  * A timed run where (d) does not reach 4× (g) is VOID: the load generator set the pace. The report starts with
  * the targets, computed from the same run.
  * Writes a Markdown report to stdout and bench-results/{<timestamp>,latest}.json, latest.md, latest.svg.

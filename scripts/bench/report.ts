@@ -204,7 +204,12 @@ export const markdown = (
     "when (d) did not reach 4× (g)'s req/s: wrk, not the servers, set the pace",
     "- peak RSS: VmHWM of the serving process (clickhouse-server for (a)), reset before each run (so a timed " +
     "run's includes its warm-up); idle RSS: " +
-    "VmRSS 1 s after the process was ready, before any request to the measured path",
+    "VmRSS 1 s after the process was ready, before any request to the measured path. For (k), a primary and two " +
+    "workers, both are summed over the three processes: each one's own peak (an upper bound of their joint peak), " +
+    "and pages they share (Node's code) counted once per process",
+    "- (k): the API with WORKERS=2 behind one port (node:cluster, round-robin: the primary accepts, the workers " +
+    "answer), each worker with its own pool (CLICKHOUSE_POOL_SIZE 4 each, 8 in all) and coalescer; ready once " +
+    "both workers take connections. The workers share the machine's cores with wrk and ClickHouse",
     ""
   ]
   for (const s of scenarios) {

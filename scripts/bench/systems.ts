@@ -6,12 +6,12 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
-import { rssMb } from "../support/proc.ts"
+import { peakRssMb as ownPeakRssMb, resetPeakRss as resetOwnPeakRss, rssMb as ownRssMb } from "../support/proc.ts"
 import { request } from "./burst.ts"
 import { serverPid, totalSql } from "./clickhouse.ts"
 import type { Check } from "./load.ts"
 
-export type SystemId = "a" | "b" | "c" | "d" | "e" | "f" | "g" | "h" | "i" | "j"
+export type SystemId = "a" | "b" | "c" | "d" | "e" | "f" | "g" | "h" | "i" | "j" | "k"
 
 export interface System {
   readonly id: SystemId
@@ -22,6 +22,8 @@ export interface System {
   readonly constant?: Check
   /** Reads no table: measured on the first (6-row) table only. */
   readonly firstTableOnly?: boolean
+  /** The API's WORKERS: a primary and this many worker processes. */
+  readonly workers?: number
 }
 
 export const systems: ReadonlyArray<System> = [
@@ -30,7 +32,7 @@ export const systems: ReadonlyArray<System> = [
   { id: "c", name: "naive, shared client", path: "/api/metrics" },
   { id: "d", name: "node:http constant JSON (Node ceiling)", path: "/api/metrics", constant: { kind: "total", total: 458 } },
   { id: "e", name: "API, COALESCE_READS=false", path: "/api/metrics" },
-  { id: "f", name: "API, COALESCE_READS=true", path: "/api/metrics" },
+  { id: "f", name: "API, COALESCE_READS=true, WORKERS=1", path: "/api/metrics" },
   {
     id: "g",
     name: "bare @effect/platform constant JSON (framework ceiling)",
@@ -45,11 +47,12 @@ export const systems: ReadonlyArray<System> = [
     constant: { kind: "body", body: "{\"status\":\"ok\"}" },
     firstTableOnly: true
   },
-  { id: "j", name: "minimal platform route + one shared client, fresh-read coalesced", path: "/api/metrics" }
+  { id: "j", name: "minimal platform route + one shared client, fresh-read coalesced", path: "/api/metrics" },
+  { id: "k", name: "API, COALESCE_READS=true, WORKERS=2 (node:cluster)", path: "/api/metrics", workers: 2 }
 ]
 
 /** The API's own process (dist/main.js). */
-export const isApi = (id: SystemId) => id === "e" || id === "f" || id === "i"
+export const isApi = (id: SystemId) => id === "e" || id === "f" || id === "i" || id === "k"
 
 export const checkFor = (system: System, total: number): Check => system.constant ?? { kind: "total", total }
 
@@ -115,7 +118,8 @@ const processFor = (system: System, target: Target): { script: string; env: Reco
         script: "dist/main.js",
         env: {
           LOG_LEVEL: "Warning",
-          ...(system.id === "i" ? {} : { COALESCE_READS: String(system.id === "f") }),
+          ...(system.id === "i" ? {} : { COALESCE_READS: String(system.id === "f" || system.id === "k") }),
+          ...(system.workers === undefined ? {} : { WORKERS: String(system.workers) }),
           ...(target.poolSize === undefined ? {} : { CLICKHOUSE_POOL_SIZE: String(target.poolSize) })
         }
       }
@@ -180,6 +184,62 @@ const waitUntilReady = async (origin: string, system: System, child?: { process:
 
 class ExitedEarly extends Error {}
 
+/** Inodes of the sockets a process holds open. */
+const socketInodes = (pid: number) => {
+  const inodes = new Set<string>()
+  for (const fd of Fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const inode = /^socket:\[(\d+)\]$/.exec(Fs.readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1]
+      if (inode !== undefined) inodes.add(inode)
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return inodes
+}
+
+/** Inodes of the server's ends of connections from these client ports to `port` (IPv4, /proc/net/tcp). */
+const serverEnds = (port: number, clientPorts: ReadonlySet<number>) =>
+  Fs.readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1).flatMap((line) => {
+    const fields = line.trim().split(/\s+/)
+    const local = Number.parseInt(fields[1]?.split(":")[1] ?? "", 16)
+    const remote = Number.parseInt(fields[2]?.split(":")[1] ?? "", 16)
+    return local === port && clientPorts.has(remote) && fields[9] !== undefined ? [fields[9]] : []
+  })
+
+/** Opens `count` connections at once, each answered once on /healthz, and returns them still open. */
+const heldConnections = (origin: URL, count: number) =>
+  Promise.all(Array.from({ length: count }, () =>
+    new Promise<Net.Socket>((resolve, reject) => {
+      const socket = Net.connect(Number(origin.port), origin.hostname, () => {
+        socket.write(`GET /healthz HTTP/1.1\r\nHost: ${origin.host}\r\n\r\n`)
+      })
+      socket.once("data", () => resolve(socket))
+      socket.once("error", reject)
+    })
+  ))
+
+/**
+ * A WORKERS=n API is ready once every worker takes connections (a worker joins the port's rotation once it can
+ * serve): of 2n connections opened at once, each worker holds at least one, by /proc. Measured path untouched.
+ */
+const waitForWorkers = async (origin: string, pid: number, workers: number) => {
+  const url = new URL(origin)
+  const deadline = Date.now() + 30_000
+  while (Date.now() < deadline) {
+    const children = processTree(pid).slice(1)
+    if (children.length === workers) {
+      const sockets = await heldConnections(url, 2 * workers)
+      const ends = serverEnds(Number(url.port), new Set(sockets.map((socket) => socket.localPort ?? 0)))
+      const serving = children.filter((child) => ends.some((inode) => socketInodes(child).has(inode)))
+      for (const socket of sockets) socket.destroy()
+      if (serving.length === workers) return
+    }
+    await sleep(100)
+  }
+  throw new Error(`not all ${workers} workers took connections within 30 s`)
+}
+
 /**
  * Starts a fresh process (none for (a)), waits until it is ready, then 1 s more, and reads its idle RSS.
  * A process that exits before it is ready is started once more, 2 s later (dist/ may be being rebuilt).
@@ -230,6 +290,7 @@ const startOnce = async (system: System, target: Target): Promise<Running> => {
   try {
     await waitUntilReady(origin, system, { process: child, log })
     if (child.pid === undefined) throw new Error("no pid")
+    if (system.workers !== undefined) await waitForWorkers(origin, child.pid, system.workers)
   } catch (error) {
     await stopChild(child)
     const text = `(${system.id}) ${system.name}: ${error instanceof Error ? error.message : String(error)}`
@@ -247,4 +308,29 @@ const startOnce = async (system: System, target: Target): Promise<Running> => {
   }
 }
 
-export { peakRssMb, resetPeakRss } from "../support/proc.ts"
+/** A process and its descendants (the API's primary and its workers), from /proc/<pid>/task/<tid>/children. */
+const processTree = (pid: number): Array<number> => {
+  let children: Array<number> = []
+  try {
+    children = Fs.readdirSync(`/proc/${pid}/task`).flatMap((tid) =>
+      Fs.readFileSync(`/proc/${pid}/task/${tid}/children`, "utf8").split(" ").filter((s) => s.trim() !== "").map(Number)
+    )
+  } catch {
+    // gone, or no /proc
+  }
+  return [pid, ...children.flatMap(processTree)]
+}
+
+/** Summed over the process and its descendants; null when the process itself cannot be read. */
+const overTree = (pid: number, of: (pid: number) => number | null) => {
+  const [own, ...rest] = processTree(pid).map(of)
+  return own === null || own === undefined ? null : rest.reduce<number>((sum, mb) => sum + (mb ?? 0), own)
+}
+
+/** VmRSS now, summed over the process and its children. */
+const rssMb = (pid: number) => overTree(pid, ownRssMb)
+
+/** Each process's VmHWM since its reset, summed over the process and its children (an upper bound of their joint peak). */
+export const peakRssMb = (pid: number) => overTree(pid, ownPeakRssMb)
+
+export const resetPeakRss = (pid: number) => processTree(pid).map(resetOwnPeakRss).every((done) => done)
