@@ -1,6 +1,6 @@
-import { layer } from "@effect/vitest"
-import { expect } from "@effect/vitest"
+import { expect, layer } from "@effect/vitest"
 import { Duration, Effect, FastCheck, Layer } from "effect"
+import { readFileSync } from "node:fs"
 import * as Path from "node:path"
 import { afterAll, beforeAll } from "vitest"
 import type { TableConfig } from "../src/Config.ts"
@@ -11,7 +11,7 @@ import { freePort } from "./support/process.ts"
 import { queryArb, rowsArb, toRequest } from "./support/querySuite.ts"
 
 // Two real servers of this file's own, one shard each with different rows; the API reads a Distributed table
-// over both from the first. The second is stopped and restarted.
+// over both from the first. The second is stopped and restarted, then frozen (SIGSTOP) and thawed.
 const dirs = [1, 2].map((n) => Path.resolve(import.meta.dirname, `../.clickhouse/test-distributed-${process.pid}-${n}`))
 const cluster = "analytics_shards"
 const database = `distributed_${process.pid}`
@@ -219,6 +219,27 @@ describeReal("a Distributed table over two 18.16 servers, one shard each", () =>
         expect(back.status).toBe(200)
         expect(Model.agree(back.json, { total: expected }, Model.tolerance(union(fixedParts).map((row) => row.value)))).toBeUndefined()
         yield* checkBattery(union(fixedParts))
+      }))
+
+    it.effect("a shard that hangs: a clean 504 \"timeout\" at the service's deadline, never a partial total", () =>
+      Effect.gen(function*() {
+        yield* resetShards(fixedParts)
+        const pid = Number(readFileSync(Path.join(dirs[1]!, "server.pid"), "utf8"))
+        const hung = yield* Effect.acquireRelease(
+          Effect.sync(() => process.kill(pid, "SIGSTOP")),
+          () => Effect.sync(() => process.kill(pid, "SIGCONT"))
+        ).pipe(
+          Effect.andThen(getJson("/api/metrics")),
+          Effect.provide(stack(config(remoteBackend(urls[0]!), { poolSize: 2, queryTimeout: Duration.seconds(2) }), table)),
+          Effect.scoped
+        )
+        expect({ status: hung.status, json: hung.json }).toEqual({
+          status: 504,
+          json: { error: { code: "timeout", message: "The query did not finish in time." } }
+        })
+        const back = yield* eventually(getJson("/api/metrics"), (answer) => answer.status === 200, 20_000)
+        expect(Model.agree(back.json, Model.total(union(fixedParts), { metrics: [] }), Model.tolerance(union(fixedParts).map((row) => row.value))))
+          .toBeUndefined()
       }))
   })
 })
