@@ -1,11 +1,17 @@
 /**
- * Chaos run: the production build of the API behind a fault-injecting proxy in front of a real ClickHouse, under
- * closed-loop load, then ClickHouse SIGKILLed and restarted, then hostile requests.
- *   npm run chaos                  faults 30 s, no faults 10 s, ClickHouse down 3 s, 10k hostile requests
- *   npm run chaos -- --quick       faults 5 s, no faults 3 s, 2000 hostile requests: under a minute
- *   options: --rate 0.2  --duration S  --no-fault S  --down S  --back S  --hostile N  --concurrency 500  --seed 42
+ * Chaos run, two scenarios on the production build of the API under closed-loop load:
+ *   single    the API behind a fault-injecting proxy in front of one real ClickHouse; faults, then ClickHouse
+ *             SIGKILLed and restarted; then hostile requests
+ *   replicas  three ClickHouse servers with the same rows in CLICKHOUSE_URL; one SIGKILLed and restarted on its port
+ *   npm run chaos                  faults 30 s, no faults 10 s, ClickHouse down 3 s, 10k hostile requests; replicas
+ *                                  10 s before the kill, down 3 s, 10 s after
+ *   npm run chaos -- --quick       faults 5 s, no faults 3 s, 2000 hostile requests; replicas 3 s, 3 s, 3 s
+ *   options: --scenarios single,replicas (the default; name one to run only it)
+ *            --rate 0.2  --duration S  --no-fault S  --down S  --back S  --hostile N  --concurrency 500  --seed 42
+ *            (--no-fault, --down and --back also time the replica scenario's before, down and after)
  *            --pool-size N  --query-timeout-ms MS  --env KEY=VALUE (repeatable, passed to the API)  --strict
- *            --no-build (reuse chaos-results/dist)  --samples (also write every request to chaos-results/samples.json)
+ *            --no-build (reuse chaos-results/dist)  --samples (also write every request to
+ *            chaos-results/{samples,replica-samples}.json)
  * Prints a Markdown report on stdout and writes chaos-results/{latest,<timestamp>}.json and latest.md.
  * Exit code 0 whatever the targets say (1 with --strict when one is missed); 2 when the run itself broke.
  */
@@ -18,11 +24,13 @@ import { type Fault, faults, type Proxy, type Stats, startProxy } from "./suppor
 import { type Hostile, runHostile } from "./chaos/hostile.ts"
 import { startLoad } from "./chaos/load.ts"
 import { markdown, perSecond, type PhaseStats, phaseStats, recovery, type Target } from "./chaos/report.ts"
+import { runReplicas } from "./chaos/replicas.ts"
 import * as System from "./chaos/system.ts"
 
 const { values: args } = parseArgs({
   options: {
     quick: { type: "boolean", default: false },
+    scenarios: { type: "string", default: "single,replicas" },
     rate: { type: "string", default: "0.2" },
     duration: { type: "string" },
     "no-fault": { type: "string" },
@@ -49,6 +57,12 @@ const numberArg = (name: string, raw: string | undefined, fallback: number, min:
   return Number.isFinite(value) && value >= min && value <= max ? value : fail(`--${name} must be in [${min}, ${max}]`)
 }
 
+const scenarioNames = ["single", "replicas"] as const
+const scenarios = new Set(args.scenarios.split(",").map((name) => name.trim()).filter((name) => name !== ""))
+for (const name of scenarios) {
+  if (!(scenarioNames as ReadonlyArray<string>).includes(name)) fail(`--scenarios takes ${scenarioNames.join(", ")}; not "${name}"`)
+}
+if (scenarios.size === 0) fail(`--scenarios takes ${scenarioNames.join(", ")}`)
 const quick = args.quick
 const rate = numberArg("rate", args.rate, 0.2, 0, 1)
 const faultsMs = numberArg("duration", args.duration, quick ? 5 : 30, 0.1, 3600) * 1000
@@ -79,6 +93,7 @@ const outDir = Path.join(System.root, "chaos-results")
 /** A private build: `dist/` may be rebuilt by others while this runs. */
 const buildDir = Path.join(outDir, "dist")
 const clickhouseDir = ".clickhouse/chaos"
+const replicaDirs = [1, 2, 3].map((n) => `chaos-results/replicas/${n}`)
 
 const t0 = performance.now()
 const now = () => performance.now() - t0
@@ -87,11 +102,9 @@ const log = (line: string) => process.stderr.write(`[${seconds(now()).toFixed(1)
 
 /** Exists while a run is on, with the API's pid once it runs: see System.startWatchdog. */
 const marker = Path.join(outDir, `.running-${process.pid}`)
-let clickhouseStarted = false
 const cleanup = () => {
   System.killChildren()
-  if (clickhouseStarted) System.stopClickHouse(clickhouseDir)
-  clickhouseStarted = false
+  System.stopAllClickHouse()
   Fs.rmSync(marker, { force: true })
 }
 process.on("exit", cleanup)
@@ -119,22 +132,10 @@ const answersRight = async (url: string) => {
   }
 }
 
-const main = async () => {
-  const startedAt = new Date()
-  Fs.mkdirSync(Path.join(outDir, "logs"), { recursive: true })
-  Fs.writeFileSync(marker, "")
-  System.startWatchdog(clickhouseDir, marker)
-  const notes: Array<string> = []
-  if (!args["no-build"]) {
-    log(`building the API into ${Path.relative(System.root, buildDir)}`)
-    if (System.build(buildDir).typeErrors) {
-      notes.push("The build reported type errors (src/ mid-edit?); this run used the JavaScript tsc emitted anyway.")
-      log("the build reported type errors; running the emitted JavaScript")
-    }
-  }
+/** One ClickHouse behind the fault proxy: faults, no faults, ClickHouse SIGKILLed and restarted, hostile requests. */
+const single = async (notes: Array<string>) => {
   log("starting ClickHouse")
   System.stopClickHouse(clickhouseDir)
-  clickhouseStarted = true
   const clickhouse = await System.startClickHouse(clickhouseDir, 100)
   const version = (await System.query(clickhouse.url, "SELECT version()")).trim()
   const seeded = await System.seed(clickhouse.url)
@@ -149,8 +150,6 @@ const main = async () => {
   Fs.writeFileSync(marker, String(api.pid))
   log(`ClickHouse ${version} at ${clickhouse.url}, proxy ${proxy.url}, API ${api.url} (pid ${api.pid})`)
 
-  const delay = monitorEventLoopDelay({ resolution: 10 })
-  delay.enable()
   const marks: Array<Mark> = []
   let phase = ""
   const enter = (name: string) => {
@@ -222,7 +221,6 @@ const main = async () => {
   }
   await load.stop()
   enter("")
-  delay.disable()
 
   let hostile: Hostile | undefined
   if (alive() && hostileCount > 0) {
@@ -251,14 +249,12 @@ const main = async () => {
   }
   await proxy.close()
   System.stopClickHouse(clickhouseDir)
-  clickhouseStarted = false
 
   // A request in flight when ClickHouse dies counts in that phase, not in the calm one before.
   const cut = killedAt ?? Infinity
   const samples = load.samples.map((s) =>
     s.startMs < cut && s.startMs + s.ms > cut ? { ...s, phase: "ClickHouse down" } : s
   )
-  const timeline = perSecond(samples)
   const phases: Array<PhaseStats> = marks.map((m) => phaseStats(samples, m.phase, (m.endMs - m.startMs) / 1000, m.peakRssMb))
   const endOf = (name: string) => marks.find((m) => m.phase === name)?.endMs ?? 0
   const recovered = {
@@ -302,9 +298,83 @@ const main = async () => {
       pass: hostileCount === 0 ? "skip" : hostileRan && hostile?.fiveXx === 0
     }
   ]
+  return { version, phases, recovery: recovered, events, hostile, targets, samples, timeline: perSecond(samples) }
+}
+
+/** Three servers with the same rows; the second SIGKILLed mid-load and restarted on its port. */
+const replicas = async (notes: Array<string>) => {
+  const victim = 1
+  const run = await runReplicas({
+    dirs: replicaDirs,
+    victim,
+    main: Path.join(buildDir, "main.js"),
+    log: Path.join(outDir, "logs", "api-replicas.log"),
+    env: { LOG_LEVEL: "WARN", ...apiEnv },
+    concurrency,
+    clientTimeoutMs,
+    expected,
+    warmUpMs,
+    beforeMs: noFaultMs,
+    downMs,
+    afterMs: backMs,
+    now,
+    say: log,
+    onApi: (pid) => Fs.writeFileSync(marker, String(pid))
+  })
+  // The warm-up is a cold API meeting 500 clients at once, before any fault: its failures are noted, not counted.
+  const loaded = run.phases.filter((p) => p.phase !== "warm-up")
+  const warmUp = run.phases.find((p) => p.phase === "warm-up")
+  if (warmUp !== undefined && warmUp.ok < warmUp.requests) {
+    notes.push(
+      `Replicas: ${warmUp.requests - warmUp.ok} of the ${warmUp.requests} warm-up requests failed ` +
+        `(${Object.entries(warmUp.statuses).filter(([key]) => key !== "200").map(([key, n]) => `${key}: ${n}`).join(", ")}), ` +
+        "before anything was killed; the 99.9% target counts from the end of the warm-up."
+    )
+  }
+  const requests = loaded.reduce((sum, p) => sum + p.requests, 0)
+  const ok = loaded.reduce((sum, p) => sum + p.ok, 0)
+  const wrong = run.phases.reduce((sum, p) => sum + p.wrong, 0)
+  const all = run.phases.reduce((sum, p) => sum + p.requests, 0)
+  const okPct = requests === 0 ? 0 : Math.floor((ok / requests) * 10000) / 100
+  const rejoined = run.rejoin.queriesMs
+  const targets: Array<Target> = [
+    { name: "replicas: 0 crashes (API never exited)", measured: run.crashed ? "1" : "0", pass: !run.crashed },
+    { name: "replicas: 0 wrong answers (warm-up included)", measured: `${wrong} in ${all}`, pass: wrong === 0 },
+    { name: "replicas: ≥ 99.9% 200s across the run (before, down, after)", measured: `${okPct}% (${ok} of ${requests})`, pass: requests > 0 && ok / requests >= 0.999 },
+    {
+      name: "replicas: back in rotation ≤ 1 s after /ping answers (its Query count)",
+      measured: rejoined === null ? "not seen within 5 s" : `${rejoined} ms`,
+      pass: rejoined !== null && rejoined <= 1000
+    }
+  ]
+  return { ...run, victim: victim + 1, okPct, targets }
+}
+
+const main = async () => {
+  const startedAt = new Date()
+  Fs.mkdirSync(Path.join(outDir, "logs"), { recursive: true })
+  Fs.writeFileSync(marker, "")
+  System.startWatchdog([...(scenarios.has("single") ? [clickhouseDir] : []), ...(scenarios.has("replicas") ? replicaDirs : [])], marker)
+  const notes: Array<string> = []
+  if (!args["no-build"]) {
+    log(`building the API into ${Path.relative(System.root, buildDir)}`)
+    if (System.build(buildDir).typeErrors) {
+      notes.push("The build reported type errors (src/ mid-edit?); this run used the JavaScript tsc emitted anyway.")
+      log("the build reported type errors; running the emitted JavaScript")
+    }
+  }
+  const delay = monitorEventLoopDelay({ resolution: 10 })
+  delay.enable()
+  const one = scenarios.has("single") ? await single(notes) : undefined
+  const three = scenarios.has("replicas") ? await replicas(notes) : undefined
+  delay.disable()
+
+  const targets: Array<Target> = [...(one?.targets ?? []), ...(three?.targets ?? [])]
   const envText = Object.entries(apiEnv).map(([k, v]) => `${k}=${v}`).join(" ") || "API defaults"
+  const version = one?.version ?? three?.version ?? "n/a"
   const settings = {
     mode: quick ? "quick" : "full",
+    scenarios: [...scenarios],
     rate,
     mix,
     latency,
@@ -325,28 +395,59 @@ const main = async () => {
     eventLoopDelayP99Ms: Math.round(delay.percentile(99) / 1e6),
     eventLoopDelayMaxMs: Math.round(delay.max / 1e6)
   }
+  const faultText = `Faults ${rate * 100}% of requests/connections, even mix of ${faults.join(", ")} (latency ` +
+    `${latency.latencyMs}+0–${latency.jitterMs} ms); `
   const report = markdown({
     title: `analytics-api chaos, ${settings.mode}, ${startedAt.toISOString()}`,
-    settings: `Faults ${rate * 100}% of requests/connections, even mix of ${faults.join(", ")} (latency ` +
-      `${latency.latencyMs}+0–${latency.jitterMs} ms); ${concurrency} workers, keep-alive, client timeout ` +
+    settings: `${one === undefined ? "" : faultText}${concurrency} workers, keep-alive, client timeout ` +
       `${clientTimeoutMs / 1000} s; seed ${seed}; ${envText}; ClickHouse ${version}; ${machine.cores} cores, ` +
       `Node ${machine.node}. Harness event-loop delay p99 ${harness.eventLoopDelayP99Ms} ms, max ${harness.eventLoopDelayMaxMs} ms.`,
-    phases,
-    recovery: recovered,
-    events,
-    hostile,
+    single: one,
+    hostile: one?.hostile,
+    replicas: three === undefined ? undefined : {
+      settings: `CLICKHOUSE_URL lists ${three.urls.length} servers (${three.urls.join(", ")}), each seeded with the ` +
+        `demo rows; server ${three.victim} SIGKILLed after ${seconds(noFaultMs)} s, restarted on its port after ` +
+        `${seconds(downMs)} s. From the end of the warm-up: ${three.okPct}% 200s.`,
+      phases: three.phases,
+      rejoin: three.rejoin,
+      events: three.events
+    },
     targets,
     notes
   })
   process.stdout.write(`${report}\n`)
+  const replicaJson = three === undefined ? undefined : {
+    urls: three.urls,
+    killed: three.victim,
+    phases: three.phases,
+    okPct: three.okPct,
+    rejoin: three.rejoin,
+    events: three.events,
+    timeline: three.timeline
+  }
   const json = JSON.stringify(
-    { startedAt, wallSeconds: seconds(now()), machine, settings, harness, phases, recovery: recovered, events, hostile, targets, notes, timeline },
+    {
+      startedAt,
+      wallSeconds: seconds(now()),
+      machine,
+      settings,
+      harness,
+      phases: one?.phases,
+      recovery: one?.recovery,
+      events: one?.events,
+      hostile: one?.hostile,
+      replicas: replicaJson,
+      targets,
+      notes,
+      timeline: one?.timeline
+    },
     null,
     2
   )
   Fs.writeFileSync(Path.join(outDir, `${startedAt.toISOString().replace(/[:.]/g, "-")}.json`), json)
   Fs.writeFileSync(Path.join(outDir, "latest.json"), json)
-  if (args.samples) Fs.writeFileSync(Path.join(outDir, "samples.json"), JSON.stringify(samples))
+  if (args.samples && one !== undefined) Fs.writeFileSync(Path.join(outDir, "samples.json"), JSON.stringify(one.samples))
+  if (args.samples && three !== undefined) Fs.writeFileSync(Path.join(outDir, "replica-samples.json"), JSON.stringify(three.samples))
   Fs.writeFileSync(Path.join(outDir, "latest.md"), `${report}\n`)
   const missed = targets.filter((t) => t.pass === false).length
   log(`wrote chaos-results/latest.{json,md}; ${missed} target(s) missed`)

@@ -1,6 +1,7 @@
 /** Numbers from the samples of a chaos run, and the Markdown report. */
 import type { Hostile } from "./hostile.ts"
 import type { Sample } from "./load.ts"
+import type { Rejoin } from "./replicas.ts"
 
 export interface PhaseStats {
   readonly phase: string
@@ -119,10 +120,19 @@ const statuses = (counts: Record<string, number>) =>
 export interface Report {
   readonly title: string
   readonly settings: string
-  readonly phases: ReadonlyArray<PhaseStats>
-  readonly recovery: { readonly faults: Recovery; readonly restart: Recovery | undefined }
-  readonly events: ReadonlyArray<string>
+  /** One ClickHouse behind the fault proxy: faults, then killed and restarted. */
+  readonly single: {
+    readonly phases: ReadonlyArray<PhaseStats>
+    readonly recovery: { readonly faults: Recovery; readonly restart: Recovery | undefined }
+    readonly events: ReadonlyArray<string>
+  } | undefined
   readonly hostile: Hostile | undefined
+  readonly replicas: {
+    readonly settings: string
+    readonly phases: ReadonlyArray<PhaseStats>
+    readonly rejoin: Rejoin
+    readonly events: ReadonlyArray<string>
+  } | undefined
   readonly targets: ReadonlyArray<Target>
   readonly notes: ReadonlyArray<string>
 }
@@ -133,38 +143,43 @@ const ms = (r: Recovery | undefined) =>
     : `${r.ms === null ? "not recovered" : `${r.ms} ms`}` +
       (r.earlierFailuresUntilMs > 0 ? ` (requests sent before failed until +${r.earlierFailuresUntilMs} ms)` : "")
 
+const phaseTable = (phases: ReadonlyArray<PhaseStats>) =>
+  table(
+    ["phase", "s", "requests", "success", "wrong", "p50 ms", "p99 ms", "max ms", "peak RSS MB", "answers"],
+    phases.map((p) => [
+      p.phase,
+      p.seconds,
+      p.requests,
+      `${p.successPct}%`,
+      p.wrong,
+      p.p50Ms,
+      p.p99Ms,
+      p.maxMs,
+      p.peakRssMb ?? "n/a",
+      statuses(p.statuses)
+    ])
+  )
+
+const after = (ms: number | null) => (ms === null ? "not seen" : `${ms} ms`)
+
 export const markdown = (r: Report): string => {
-  const lines = [
-    `# ${r.title}`,
-    "",
-    r.settings,
-    "",
-    "## Load (GET /api/metrics, every 200 checked)",
-    "",
-    "A request counts in the phase it was sent in, except one still in flight when ClickHouse is killed: it counts " +
-    "there. Success: 200 with the right total. Latencies include failed requests.",
-    "",
-    table(
-      ["phase", "s", "requests", "success", "wrong", "p50 ms", "p99 ms", "max ms", "peak RSS MB", "answers"],
-      r.phases.map((p) => [
-        p.phase,
-        p.seconds,
-        p.requests,
-        `${p.successPct}%`,
-        p.wrong,
-        p.p50Ms,
-        p.p99Ms,
-        p.maxMs,
-        p.peakRssMb ?? "n/a",
-        statuses(p.statuses)
-      ])
-    ),
-    "",
-    `Recovery (first 100 ms window from which every request succeeded): after faults cleared ${ms(r.recovery.faults)}, ` +
-      `after ClickHouse answered /ping again ${ms(r.recovery.restart)}.`,
-    "",
-    ...r.events.map((e) => `- ${e}`)
-  ]
+  const lines = [`# ${r.title}`, "", r.settings]
+  if (r.single !== undefined) {
+    lines.push(
+      "",
+      "## Load (GET /api/metrics, every 200 checked)",
+      "",
+      "A request counts in the phase it was sent in, except one still in flight when ClickHouse is killed: it counts " +
+        "there. Success: 200 with the right total. Latencies include failed requests.",
+      "",
+      phaseTable(r.single.phases),
+      "",
+      `Recovery (first 100 ms window from which every request succeeded): after faults cleared ${ms(r.single.recovery.faults)}, ` +
+        `after ClickHouse answered /ping again ${ms(r.single.recovery.restart)}.`,
+      "",
+      ...r.single.events.map((e) => `- ${e}`)
+    )
+  }
   if (r.hostile !== undefined) {
     const h = r.hostile
     lines.push(
@@ -181,6 +196,24 @@ export const markdown = (r: Report): string => {
       lines.push("", "Examples (first bytes of the request):", "")
       for (const [key, list] of examples) lines.push(`- ${key}: ${list.map((e) => `\`${e.replace(/`/g, "'")}\``).join(" · ")}`)
     }
+  }
+  if (r.replicas !== undefined) {
+    const x = r.replicas
+    lines.push(
+      "",
+      "## Replicas (three ClickHouse servers, one SIGKILLed mid-load and restarted on its port)",
+      "",
+      `${x.settings} A request counts in the phase it was sent in, except one still in flight at the kill: it counts ` +
+        "there. Success: 200 with the right total.",
+      "",
+      phaseTable(x.phases),
+      "",
+      `Back in rotation after the killed server answered /ping again: ${after(x.rejoin.queriesMs)} by its own count of ` +
+        `started queries (reads beyond our polls); ${after(x.rejoin.readyzMs)} by /readyz listing it "closed" ` +
+        "(polled through the loaded API: counted when the answer arrived).",
+      "",
+      ...x.events.map((e) => `- ${e}`)
+    )
   }
   lines.push("", "## Targets", "", table(["target", "measured", "result"], r.targets.map((t) => [t.name, t.measured, t.pass === "skip" ? "SKIP" : t.pass ? "PASS" : "FAIL"])))
   if (r.notes.length > 0) lines.push("", ...r.notes.map((n) => `- ${n}`))

@@ -37,8 +37,11 @@ export interface ClickHouseServer {
   readonly dir: string
 }
 
+const serverDirs = new Set<string>()
+
 /** Starts a fresh server (stopping one left in `dir` by an earlier run, so the settings apply). */
 export const startClickHouse = async (dir: string, maxQueries: number, port?: number): Promise<ClickHouseServer> => {
+  serverDirs.add(dir)
   const args = ["start", "--dir", dir, "--max-concurrent-queries", String(maxQueries)]
   const out = await run(port === undefined ? args : [...args, "--port", String(port)])
   const url = out.trim().split("\n").at(-1) ?? ""
@@ -48,26 +51,34 @@ export const startClickHouse = async (dir: string, maxQueries: number, port?: nu
 
 export const stopClickHouse = (dir: string) => {
   spawnSync("bash", [script, "stop", "--dir", dir], { cwd: root, stdio: "ignore" })
+  serverDirs.delete(dir)
+}
+
+/** Synchronous, for exit handlers: every server started and not stopped yet. */
+export const stopAllClickHouse = () => {
+  for (const dir of serverDirs) stopClickHouse(dir)
 }
 
 const watchdogScript = `
 while state=$(sed -n 's/.*) \\(.\\).*/\\1/p' "/proc/$1/stat" 2>/dev/null) && [ -n "$state" ] && [ "$state" != Z ]; do
   sleep 0.5
 done
-[ -f "$3" ] || exit 0
-pid=$(cat "$3"); [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
-bash "$4" stop --dir "$2"; sleep 2; bash "$4" stop --dir "$2"
-rm -f "$3"
+marker=$2; script=$3; shift 3
+[ -f "$marker" ] || exit 0
+pid=$(cat "$marker"); [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+for dir in "$@"; do bash "$script" stop --dir "$dir"; done; sleep 2
+for dir in "$@"; do bash "$script" stop --dir "$dir"; done
+rm -f "$marker"
 `
 
 /**
  * A detached shell that outlives this process if it is SIGKILLed (tsx does that to a child whose event loop is too
  * busy to acknowledge a relayed SIGINT within 60 ms). `marker` exists while the run is on and holds the API's pid
  * once known; a clean exit removes it. If it is still there when this process is gone, the shell kills the API and
- * stops ClickHouse (twice, in case a restart was about to write its pid).
+ * stops the servers in `dirs` (twice, in case a restart was about to write its pid).
  */
-export const startWatchdog = (dir: string, marker: string) => {
-  const child = spawn("bash", ["-c", watchdogScript, "watchdog", String(process.pid), dir, marker, script], {
+export const startWatchdog = (dirs: ReadonlyArray<string>, marker: string) => {
+  const child = spawn("bash", ["-c", watchdogScript, "watchdog", String(process.pid), marker, script, ...dirs], {
     cwd: root,
     detached: true,
     stdio: "ignore"
@@ -127,13 +138,14 @@ export const seed = async (url: string): Promise<number> => {
     "CREATE TABLE analytics.metrics (ts DateTime, metric_name String, value Float64) " +
       "ENGINE = MergeTree ORDER BY (ts, metric_name)"
   )
-    await query(url, `INSERT INTO analytics.metrics VALUES ${demoValues}`)
+  await query(url, `INSERT INTO analytics.metrics VALUES ${demoValues}`)
   return Number((await query(url, "SELECT sum(value) FROM analytics.metrics")).trim())
 }
 
 /**
  * `tsc -p tsconfig.build.json` into `outDir`. Type errors still emit JavaScript (src/ may be mid-edit): then the
- * run goes on with what was emitted and the result says so; no main.js at all stops it.
+ * run goes on with what was emitted and the result says so; no main.js at all stops it. A copy of package.json goes
+ * next to `outDir`, where the service looks for its version.
  */
 export const build = (outDir: string): { readonly typeErrors: boolean } => {
   const tsc = Path.join(root, "node_modules/typescript/bin/tsc")
@@ -143,6 +155,8 @@ export const build = (outDir: string): { readonly typeErrors: boolean } => {
     stdio: ["ignore", 2, 2]
   })
   if (!Fs.existsSync(Path.join(outDir, "main.js"))) throw new Error("the build failed (tsc -p tsconfig.build.json)")
+  // The service reads its version from the package.json next to its dist/ folder, as in the published package.
+  Fs.copyFileSync(Path.join(root, "package.json"), Path.join(outDir, "..", "package.json"))
   return { typeErrors: result.status !== 0 }
 }
 
