@@ -101,7 +101,7 @@ const supervise = (count: number, grace: Duration.Duration) =>
         const slot = slots[index]!
         slot.ready = true
         if (!starting) return log(Effect.logInfo("worker ready").pipe(Effect.annotateLogs(describe(worker))))
-        if (index === 0) for (let i = 1; i < count; i++) fork(i)
+        if (slots.length === 1) for (let i = 1; i < count; i++) fork(i)
         if (slots.length === count && slots.every((s) => s.ready)) {
           starting = false
           log(Effect.logInfo("workers ready").pipe(Effect.annotateLogs({ workers: count, pids: slots.map((s) => s.worker.process.pid).join(",") })))
@@ -111,7 +111,7 @@ const supervise = (count: number, grace: Duration.Duration) =>
       const onExit = (index: number, worker: Worker, code: number | null, signal: string | null) => {
         if (stopping) return
         const slot = slots[index]!
-        if (index === 0 && starting && !slot.ready) {
+        if (slots.length === 1 && !slot.ready) {
           // The worker has logged why; the primary adds nothing.
           return resume(Effect.sync(() => process.exit(code === 0 || code === null ? 1 : code)))
         }

@@ -1,11 +1,13 @@
-import { readFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import * as Http from "node:http"
 import * as Net from "node:net"
+import { tmpdir } from "node:os"
+import * as Path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { demoRows } from "../src/Domain/Metrics.ts"
 import { nextDelayMs, restartPolicy } from "../src/Workers.ts"
 import { describeReal, hasRealServer, realServerUrl } from "./support/layers.ts"
-import { freePort, linesOf, type Running, startService } from "./support/process.ts"
+import { freePort, linesOf, run, type Running, startService } from "./support/process.ts"
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -173,6 +175,35 @@ describe("the restart back-off", () => {
     expect(nextDelayMs(5000, restartPolicy.stableAfterMs)).toBe(100)
     expect(nextDelayMs(5000, restartPolicy.stableAfterMs - 1)).toBe(5000)
   })
+})
+
+describe("the primary, over a stand-in app", () => {
+  it("a worker that keeps dying before it is ready: restarted with a doubling back-off, then the primary gives up, exit 1", async () => {
+    const dir = mkdtempSync(Path.join(tmpdir(), "analytics-api-workers-"))
+    const flag = Path.join(dir, "fail")
+    const service = run(process.execPath, ["--import", "tsx", "test/support/workers-app.ts"], { WORKERS: "2", FAIL_FILE: flag })
+    const timer = setTimeout(() => service.child.kill("SIGKILL"), 50_000)
+    try {
+      const ready = await waitForLine(service, "workers ready", { workers: 2 })
+      const [victim, other] = ready.pids!.split(",").map(Number)
+      writeFileSync(flag, "")
+      process.kill(victim!, "SIGKILL")
+      expect(await service.exited).toBe(1)
+      const lines = linesOf(service.output())
+      const exits = lines.filter((line) => line.includes("message=\"worker exited\"")).map(fieldsOf)
+      expect(exits.map((e) => e.restartInMs)).toEqual(["100", "200", "400", "800", "1600", undefined])
+      expect(exits[0]).toMatchObject({ pid: String(victim), signal: "SIGKILL" })
+      expect(exits.slice(1).every((e) => e.code === "1")).toBe(true)
+      expect(lines.filter((line) => line.includes("message=\"worker stopped\"")).map(fieldsOf)).toEqual([
+        expect.objectContaining({ pid: String(other), code: "0" })
+      ])
+      expect(lines.at(-1)).toContain("Startup failed: workers exited before they were ready 5 times in a row")
+    } finally {
+      clearTimeout(timer)
+      service.child.kill("SIGKILL")
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }, 60_000)
 })
 
 describe("startup with WORKERS: the primary checks everything first, one line and exit 1", () => {
