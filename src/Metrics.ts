@@ -90,11 +90,15 @@ const make = (table: TableConfig, limits: QueryLimits) =>
     const grandTotal = Sql.sql`SELECT sum(value) AS total ${from}`
     const unfiltered = (filter: Filter) => filter.metrics.length === 0 && Option.isNone(filter.from) && Option.isNone(filter.to)
 
-    const total = (filter: Filter): Effect.Effect<number, ClickHouseError> =>
-      ch.select(unfiltered(filter) ? grandTotal : Sql.sql`SELECT sum(value) AS total ${from}${where(filter)}`, TotalRow).pipe(
+    const totalOf = (statement: Sql.Statement): Effect.Effect<number, ClickHouseError> =>
+      ch.select(statement, TotalRow).pipe(
         Effect.map((rows) => rows[0]?.total ?? 0),
         withSpan("Metrics.total")
       )
+    const grandTotalRead = totalOf(grandTotal)
+
+    const total = (filter: Filter): Effect.Effect<number, ClickHouseError> =>
+      unfiltered(filter) ? grandTotalRead : totalOf(Sql.sql`SELECT sum(value) AS total ${from}${where(filter)}`)
 
     const names = (filter: Filter): Effect.Effect<NamesResponse, ClickHouseError> =>
       ch.select(

@@ -173,6 +173,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
 
     /** Every replica's info once detected: values are bound server-side only if all of them can. */
     const infos: Array<ServerInfo> = []
+    let bindParams = false
 
     const makeReplica = (replica: Backend.Replica): ReplicaState => {
       const { control } = replica
@@ -223,6 +224,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
                     Effect.sync(() => {
                       known = info
                       infos.push(info)
+                      bindParams = infos.every((detected) => detected.serverParams)
                       if (infos.length === 1) {
                         Instruments.buildInfo(Instruments.serviceVersion, target.kind, info.version).update(1)
                       }
@@ -336,8 +338,6 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       const [head, ...rest] = [...replicas].sort((a, b) => Number(a.breaker.state() !== "closed") - Number(b.breaker.state() !== "closed"))
       return rest.reduce((info, replica) => Effect.orElse(info, () => replica.serverInfo), head!.serverInfo)
     })
-    const serverParams = () => infos.length > 0 && infos.length === replicas.filter((r) => r.info() !== undefined).length &&
-      infos.every((info) => info.serverParams)
 
     const trySpan = withSpan("ClickHouse.try")
     const callSpans = {
@@ -389,9 +389,16 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
         Effect.flatMap(rowsDecoder(schema))
       )
 
-    const selectWith = <A, I>(statement: Sql.Statement, schema: Schema.Schema<A, I>) => {
-      const rendered = Sql.render(statement, serverParams())
-      return query(rendered.sql, schema, rendered.params)
+    // A statement's whole read, built once per statement (and schema, and rendering): one built once, such as the
+    // grand total, costs no effect construction per call.
+    const reads = new WeakMap<Sql.Statement, { schema: unknown; bindParams: boolean; read: Effect.Effect<any, ClickHouseError> }>()
+    const selectWith = <A, I>(statement: Sql.Statement, schema: Schema.Schema<A, I>): Effect.Effect<ReadonlyArray<A>, ClickHouseError> => {
+      const built = reads.get(statement)
+      if (built !== undefined && built.schema === schema && built.bindParams === bindParams) return built.read
+      const rendered = Sql.render(statement, bindParams)
+      const read = query(rendered.sql, schema, rendered.params)
+      reads.set(statement, { schema, bindParams, read })
+      return read
     }
 
     // After the first detection, no effect per call to know how to render.

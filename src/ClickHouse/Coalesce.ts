@@ -3,6 +3,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
@@ -93,8 +94,10 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
       if (cache.size > maxCached) cache.delete(cache.keys().next().value!)
     }
 
-    const newBatch = (effect: Effect.Effect<unknown, unknown>, leader: Tracer.AnySpan | undefined): Batch => ({
-      effect: leader === undefined ? effect : Effect.withParentSpan(effect, leader),
+    // A run is traced like the caller that started it: under its span, and not at all when its tracer is off
+    // (the run's fiber is the owner's, whose tracer is on by default).
+    const newBatch = (effect: Effect.Effect<unknown, unknown>, leader: Tracer.AnySpan | undefined, traced: boolean): Batch => ({
+      effect: !traced ? Effect.withTracerEnabled(effect, false) : leader === undefined ? effect : Effect.withParentSpan(effect, leader),
       callers: new Set(),
       exit: undefined,
       waiters: 1,
@@ -146,16 +149,21 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
       })
 
     /** Joins the next run for `key`, starting it now if none is in flight. */
-    const enlist = (key: string, effect: Effect.Effect<unknown, unknown>, span: Tracer.AnySpan | undefined): Batch => {
+    const enlist = (
+      key: string,
+      effect: Effect.Effect<unknown, unknown>,
+      span: Tracer.AnySpan | undefined,
+      traced: boolean
+    ): Batch => {
       const slot = slots.get(key)
       if (slot === undefined) {
-        const batch = newBatch(effect, span)
+        const batch = newBatch(effect, span, traced)
         slots.set(key, { running: batch, next: undefined })
         start(key, batch)
         return batch
       }
       if (slot.next === undefined) {
-        slot.next = newBatch(effect, span)
+        slot.next = newBatch(effect, span, traced)
       } else {
         slot.next.waiters++
         Instruments.coalesceJoined.update(1)
@@ -169,7 +177,7 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
       Effect.clockWith((clock) =>
         Effect.withFiberRuntime<A, E>((fiber) =>
           Effect.async<A, E>((resume) => {
-            const batch = enlist(key, effect, fiber.currentSpan)
+            const batch = enlist(key, effect, fiber.currentSpan, fiber.getFiberRef(FiberRef.currentTracerEnabled))
             if (batch.exit !== undefined) return resume(batch.exit as Exit.Exit<A, E>)
             const deadline = expired === undefined ? Number.POSITIVE_INFINITY : fiber.getFiberRef(requestDeadline)
             let cancelTimer = none
