@@ -14,6 +14,7 @@ const freeForm = ["CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD", "OTEL_RESOURCE_ATTRI
 
 const badValues: Record<string, string> = {
   PORT: "70000",
+  WORKERS: "0",
   HOST: "no-such-host.invalid",
   CLICKHOUSE_URL: "ftp://nope",
   CLICKHOUSE_DATABASE: "analytics; DROP TABLE x",
