@@ -116,13 +116,6 @@ for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
   })
 }
 
-interface Mark {
-  readonly phase: string
-  readonly startMs: number
-  endMs: number
-  peakRssMb: number | null
-}
-
 const answersRight = async (url: string) => {
   try {
     const response = await fetch(`${url}/api/metrics`, { signal: AbortSignal.timeout(5000) })
@@ -150,27 +143,13 @@ const single = async (notes: Array<string>) => {
   Fs.writeFileSync(marker, String(api.pid))
   log(`ClickHouse ${version} at ${clickhouse.url}, proxy ${proxy.url}, API ${api.url} (pid ${api.pid})`)
 
-  const marks: Array<Mark> = []
-  let phase = ""
-  const enter = (name: string) => {
-    const at = now()
-    const last = marks.at(-1)
-    if (last !== undefined) {
-      last.endMs = at
-      last.peakRssMb = System.peakRssMb(api.pid)
-    }
-    if (name === "") return
-    phase = name
-    marks.push({ phase: name, startMs: at, endMs: at, peakRssMb: null })
-    System.resetPeakRss(api.pid)
-    log(name)
-  }
+  const { enter, marks, phase } = System.phases(api.pid, now, log)
   const alive = () => api.exit() === undefined
   const pause = (ms: number) => Promise.race([System.sleep(Math.max(0, ms)), api.exited])
   const events: Array<string> = []
 
   enter("warm-up")
-  const load = startLoad({ url: `${api.url}/api/metrics`, concurrency, timeoutMs: clientTimeoutMs, expected, now, phase: () => phase })
+  const load = startLoad({ url: `${api.url}/api/metrics`, concurrency, timeoutMs: clientTimeoutMs, expected, now, phase })
   await pause(warmUpMs)
 
   enter("faults")

@@ -85,21 +85,7 @@ export const runReplicas = async (o: ReplicaOptions): Promise<ReplicaRun> => {
   o.onApi(api.pid)
   say(`replicas ${urls.join(", ")}, API ${api.url} (pid ${api.pid})`)
 
-  const marks: Array<{ phase: string; startMs: number; endMs: number; peakRssMb: number | null }> = []
-  let phase = ""
-  const enter = (name: string) => {
-    const at = now()
-    const last = marks.at(-1)
-    if (last !== undefined) {
-      last.endMs = at
-      last.peakRssMb = System.peakRssMb(api.pid)
-    }
-    if (name === "") return
-    phase = name
-    marks.push({ phase: name, startMs: at, endMs: at, peakRssMb: null })
-    System.resetPeakRss(api.pid)
-    say(`replicas: ${name}`)
-  }
+  const { enter, marks, phase } = System.phases(api.pid, now, (name) => say(`replicas: ${name}`))
   const alive = () => api.exit() === undefined
   const pause = (ms: number) => Promise.race([System.sleep(Math.max(0, ms)), api.exited])
   const events: Array<string> = []
@@ -112,7 +98,7 @@ export const runReplicas = async (o: ReplicaOptions): Promise<ReplicaRun> => {
     timeoutMs: o.clientTimeoutMs,
     expected: o.expected,
     now,
-    phase: () => phase
+    phase
   })
   await pause(o.warmUpMs)
   enter("before")

@@ -241,4 +241,36 @@ export const startApi = async (
   return { url, pid: child.pid, log, exit: () => exit, exited, stop }
 }
 
-export { peakRssMb, resetPeakRss } from "../support/proc.ts"
+import { peakRssMb, resetPeakRss } from "../support/proc.ts"
+
+export { peakRssMb, resetPeakRss }
+
+export interface Mark {
+  readonly phase: string
+  readonly startMs: number
+  endMs: number
+  peakRssMb: number | null
+}
+
+/**
+ * The phases of a run, in order: `enter(name)` ends the current one (its end and the API's peak RSS in it) and
+ * starts the next; `enter("")` ends the last. `phase()` is the current one's name, for the load's samples.
+ */
+export const phases = (pid: number, now: () => number, say: (line: string) => void) => {
+  const marks: Array<Mark> = []
+  let phase = ""
+  const enter = (name: string) => {
+    const at = now()
+    const last = marks.at(-1)
+    if (last !== undefined) {
+      last.endMs = at
+      last.peakRssMb = peakRssMb(pid)
+    }
+    if (name === "") return
+    phase = name
+    marks.push({ phase: name, startMs: at, endMs: at, peakRssMb: null })
+    resetPeakRss(pid)
+    say(name)
+  }
+  return { marks, enter, phase: () => phase }
+}
