@@ -8,7 +8,7 @@ import { removeServer, startServer, stopServer } from "./support/clickhouse-serv
 import { config, describeReal, getJson, hasRealServer, internals, remoteBackend, stack } from "./support/layers.ts"
 import * as Model from "./support/model.ts"
 import { freePort } from "./support/process.ts"
-import { queryArb, rowsArb, toRequest } from "./support/querySuite.ts"
+import { expectModelAnswers, queryArb, rowsArb, toRequest } from "./support/querySuite.ts"
 
 // Two real servers of this file's own, one shard each with different rows; the API reads a Distributed table
 // over both from the first. The second is stopped and restarted, then frozen (SIGSTOP) and thawed.
@@ -103,16 +103,7 @@ const fixedParts = FastCheck.sample(FastCheck.tuple(rowArb, rowArb), { numRuns: 
 const union = (parts: readonly [ReadonlyArray<Model.Row>, ReadonlyArray<Model.Row>]) => [...parts[0], ...parts[1]]
 
 /** Every answer of the battery equals the model's over the union; percentiles exactly (see the note below). */
-const checkBattery = (rows: ReadonlyArray<Model.Row>) =>
-  Effect.gen(function*() {
-    const tol = Model.tolerance(rows.map((row) => row.value))
-    for (const query of battery) {
-      const request = toRequest(rows, query)
-      const answer = yield* getJson(request.path)
-      expect(answer.status, request.path).toBe(200)
-      expect(Model.agree(answer.json, request.expected, tol, request.approximate), request.path).toBeUndefined()
-    }
-  })
+const checkBattery = (rows: ReadonlyArray<Model.Row>) => expectModelAnswers(rows, battery)
 
 /** Polls until `f` holds (a restarted shard is back), or fails after `ms`. */
 const eventually = <A, E, R>(f: Effect.Effect<A, E, R>, ok: (a: A) => boolean, ms: number) =>
@@ -171,14 +162,7 @@ describeReal("a Distributed table over two 18.16 servers, one shard each", () =>
       ([parts, queries]) =>
         Effect.gen(function*() {
           yield* resetShards(parts)
-          const rows = union(parts)
-          const tol = Model.tolerance(rows.map((row) => row.value))
-          for (const query of queries) {
-            const request = toRequest(rows, query)
-            const answer = yield* getJson(request.path)
-            expect(answer.status, request.path).toBe(200)
-            expect(Model.agree(answer.json, request.expected, tol, request.approximate), request.path).toBeUndefined()
-          }
+          yield* expectModelAnswers(union(parts), queries)
         }),
       { fastCheck: { numRuns: 20 } }
     )

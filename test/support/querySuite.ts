@@ -138,6 +138,21 @@ export const badRequests: ReadonlyArray<readonly [string, RegExp]> = [
 ]
 
 /** The analytics queries on one backend, against the model. */
+/** Each query's answer over HTTP is a 200 that equals the model's over `rows`. */
+export const expectModelAnswers = (
+  rows: ReadonlyArray<Model.Row>,
+  queries: ReadonlyArray<typeof queryArb extends FastCheck.Arbitrary<infer T> ? T : never>
+) =>
+  Effect.gen(function*() {
+    const tol = Model.tolerance(rows.map((row) => row.value))
+    for (const query of queries) {
+      const request = toRequest(rows, query)
+      const answer = yield* getJson(request.path)
+      expect(answer.status, request.path).toBe(200)
+      expect(Model.agree(answer.json, request.expected, tol, request.approximate), request.path).toBeUndefined()
+    }
+  })
+
 export const querySuite = (
   it: Vitest.MethodsNonLive<ClickHouse | HttpClient.HttpClient, true>,
   table: TableConfig,
@@ -183,13 +198,7 @@ export const querySuite = (
     ([rows, queries]) =>
       Effect.gen(function*() {
         yield* resetTo(table, rows)
-        const tol = Model.tolerance(rows.map((row) => row.value))
-        for (const query of queries) {
-          const request = toRequest(rows, query)
-          const answer = yield* getJson(request.path)
-          expect(answer.status, request.path).toBe(200)
-          expect(Model.agree(answer.json, request.expected, tol, request.approximate), request.path).toBeUndefined()
-        }
+        yield* expectModelAnswers(rows, queries)
       }),
     { fastCheck: { numRuns: options.propRuns } }
   )
