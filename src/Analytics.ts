@@ -13,6 +13,7 @@ import * as HttpApp from "@effect/platform/HttpApp"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as Config from "effect/Config"
 import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { bootstrapIfEmpty } from "./Bootstrap.js"
@@ -30,7 +31,7 @@ import {
   tableConfig
 } from "./Config.js"
 import { firstLine, StartupError } from "./Domain/StartupError.js"
-import { apiKeyAuth, bodyLimit, deadline } from "./Http/Guards.js"
+import { apiKeyAuth, bodyLimit } from "./Http/Guards.js"
 import { requestLog } from "./Http/Middleware.js"
 import { MetricsRouter, routeTemplates, toApp, withMetricsRoute } from "./Http/Router.js"
 import { Metrics } from "./Metrics.js"
@@ -52,13 +53,19 @@ export const app: HttpApp.Default<never, Services> = Effect.flatMap(AnalyticsHtt
 export const mount = (prefix: `/${string}`) => <E, R>(router: HttpRouter.HttpRouter<E, R>) =>
   HttpRouter.mountApp(router, prefix, app)
 
-/** The guards every app of the API has: API keys (the liveness probe, and `/metrics` if public, excepted), body limit, request log. */
-export const guarded = (options: HttpConfig, routes: ReadonlySet<string>) => <R>(app: HttpApp.Default<never, R>) =>
-  app.pipe(
-    apiKeyAuth(options.apiKeys, options.metricsPublic ? ["/healthz", "/metrics"] : ["/healthz"]),
-    bodyLimit(options.maxBodyBytes),
-    requestLog(routes)
-  )
+/**
+ * The edge every app of the API has: the request log with the guards (body limit, then API keys: the liveness
+ * probe, and `/metrics` if public, excepted) and, given a `timeout`, the request's deadline.
+ */
+export const guarded = (options: HttpConfig, routes: ReadonlySet<string>, timeout?: Duration.Duration) =>
+<R>(app: HttpApp.Default<never, R>) =>
+  requestLog(routes, {
+    guards: [
+      bodyLimit(options.maxBodyBytes),
+      apiKeyAuth(options.apiKeys, options.metricsPublic ? ["/healthz", "/metrics"] : ["/healthz"])
+    ],
+    ...(timeout === undefined ? {} : { timeout })
+  })(app)
 
 /** The guarded app alone, over whatever `Metrics` and `ClickHouse` are provided; `/metrics` among its routes unless turned off. */
 export const httpLayer = (options: HttpConfig = defaultHttpConfig): Layer.Layer<AnalyticsHttp> =>
@@ -68,7 +75,7 @@ export const httpLayer = (options: HttpConfig = defaultHttpConfig): Layer.Layer<
       const router = options.serveMetrics
         ? withMetricsRoute(yield* Prometheus.makeHandler(options.serviceName))(MetricsRouter)
         : MetricsRouter
-      return { app: toApp(router).pipe(deadline(options.requestTimeout), guarded(options, routeTemplates(router))) }
+      return { app: toApp(router).pipe(guarded(options, routeTemplates(router), options.requestTimeout)) }
     })
   )
 

@@ -62,7 +62,8 @@ const make = (listenFirst: boolean) =>
       const { analytics, server: serverSettings, tracing } = yield* settings
       const server = Server.make(serverSettings)
       const traced = Option.isSome(tracing.url)
-      const api = HttpServer.serve(Analytics.app).pipe(
+      // The app itself, not `Analytics.app` (which looks it up on every request).
+      const api = Layer.unwrapEffect(Effect.map(Analytics.AnalyticsHttp, (http) => HttpServer.serve(http.app))).pipe(
         HttpServer.withLogAddress,
         // Untraced, the platform's span per request would go nowhere; it costs about a quarter of the throughput.
         traced ? (layer) => layer : HttpMiddleware.withTracerDisabledWhen(() => true)

@@ -1,14 +1,16 @@
 import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
 import * as LogLevel from "effect/LogLevel"
 import * as Instruments from "../Observability/Instruments.js"
 import { errorCodeOf } from "./ErrorResponse.js"
-import { pathOf } from "./Guards.js"
+import { requestDeadline } from "../ClickHouse/Deadline.js"
+import { type Guard, pathOf } from "./Guards.js"
 import { requestIdOf } from "./RequestId.js"
 
 const methods: ReadonlySet<string> = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
@@ -16,17 +18,26 @@ const methods: ReadonlySet<string> = new Set(["GET", "HEAD", "POST", "PUT", "PAT
 /** A client that went away before its answer. */
 const clientGone = 499
 
+export interface EdgeOptions {
+  /** Checked in order before the app runs; the first refusal is the answer. */
+  readonly guards?: ReadonlyArray<Guard>
+  /** The request's deadline (Deadline.ts), set once the guards let it through. */
+  readonly timeout?: Duration.Duration
+}
+
 /**
  * Wraps an app that answers every request itself (not the server's middleware: the server writes the response
  * before its middleware returns). Every response carries `x-request-id`, and so do the log lines of the error
- * edge (ErrorResponse.ts); every request is counted and timed by route template (`routes`; any other path is `unmatched`), method and status, and its
- * span (when traced) gets the route, the request id and the error code; and, unless `LOG_LEVEL` is above info,
- * every request gets one structured line (method, path, status, ms). A client that goes away is logged and
- * counted with status 499 and its work is interrupted.
+ * edge (ErrorResponse.ts); every request is counted and timed by route template (`routes`; any other path is
+ * `unmatched`), method and status, and its span (when traced) gets the route, the request id and the error code;
+ * and, unless `LOG_LEVEL` is above info, every request gets one structured line (method, path, status, ms). A
+ * client that goes away is logged and counted with status 499 and its work is interrupted. The guards and the
+ * deadline run here too: the edge of every request is one synchronous step and one exit handler.
  */
-export const requestLog = (routes: ReadonlySet<string>) =>
-  HttpMiddleware.make((app) =>
-    // One synchronous step for the bookkeeping of every request: it is on the path of each of them.
+export const requestLog = (routes: ReadonlySet<string>, options: EdgeOptions = {}) => {
+  const guards = options.guards ?? []
+  const timeoutMs = options.timeout === undefined ? undefined : Duration.toMillis(options.timeout)
+  return HttpMiddleware.make((app) =>
     Effect.withFiberRuntime<HttpServerResponse.HttpServerResponse, Effect.Effect.Error<typeof app>, Effect.Effect.Context<typeof app>>((fiber) => {
       const request = Context.unsafeGet(fiber.currentContext, HttpServerRequest.HttpServerRequest)
       const requestId = requestIdOf(request)
@@ -40,8 +51,14 @@ export const requestLog = (routes: ReadonlySet<string>) =>
       const logged = !LogLevel.greaterThan(fiber.getFiberRef(FiberRef.currentMinimumLogLevel), LogLevel.Info)
       const since = performance.now()
       Instruments.httpInFlight.modify(1)
-      const done = (exit: Exit.Exit<HttpServerResponse.HttpServerResponse, unknown>) => {
-        const response = Exit.isSuccess(exit) ? exit.value : undefined
+      let refused: HttpServerResponse.HttpServerResponse | undefined
+      for (let i = 0; refused === undefined && i < guards.length; i++) refused = guards[i]!(request, path)
+      // Set on the request's own fiber, not around `app`: nothing runs on it after the request.
+      const admitted = timeoutMs === undefined ? app : Effect.zipRight(
+        FiberRef.set(requestDeadline, Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis() + timeoutMs),
+        app
+      )
+      const done = (response: HttpServerResponse.HttpServerResponse | undefined): Effect.Effect<void> => {
         const status = response?.status ?? clientGone
         const code = response === undefined ? undefined : errorCodeOf(response)
         const ms = performance.now() - since
@@ -59,10 +76,17 @@ export const requestLog = (routes: ReadonlySet<string>) =>
           )
           : Effect.void
       }
-      // `app` answers every request itself (its failures are responses): the header goes on what it answers.
-      return app.pipe(
-        Effect.onExit((exit) => done(exit)),
-        Effect.map((response) => HttpServerResponse.setHeader(response, "x-request-id", requestId))
+      // `Effect.onExit` and a header added after it, in one exit handler: `app` answers every request itself
+      // (its failures are responses), so a failure here is an interruption (the client left) or a defect.
+      return Effect.uninterruptibleMask((restore) =>
+        Effect.matchCauseEffect(refused === undefined ? restore(admitted) : Effect.succeed(refused), {
+          onFailure: (cause) => Effect.zipRight(done(undefined), Effect.failCause(cause)),
+          onSuccess: (response) => {
+            const answer = HttpServerResponse.setHeader(response, "x-request-id", requestId)
+            return logged ? Effect.as(done(response), answer) : (done(response), Effect.succeed(answer))
+          }
+        })
       )
     })
   )
+}
