@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Exit, Fiber, FiberId, Ref, TestClock } from "effect"
 import { type CoalesceOptions, makeCoalescer } from "../src/ClickHouse/Coalesce.ts"
+import { requestDeadline } from "../src/ClickHouse/Deadline.ts"
 
 /** Lets every forked fiber run until it blocks. */
 const settle = Effect.repeatN(Effect.yieldNow(), 50)
@@ -145,6 +146,44 @@ describe("fresh-read coalescing", () => {
       expect(yield* Ref.get(r.started)).toBe(1)
       expect(yield* Ref.get(r.interrupted)).toBe(1)
       expect(c.active()).toBe(0)
+    }))
+
+  it.scoped("each caller leaves at its own request deadline, in any order of arrival; a queued run whose callers all left never starts", () =>
+    Effect.gen(function*() {
+      const { c, r, first } = yield* runInFlight
+      const join = (deadline: number) =>
+        Effect.fork(Effect.locally(c.run("k", r.read, () => -1), requestDeadline, deadline))
+      // Later deadline first: the batch's one timer is moved sooner for the second caller, then on to the later one.
+      const late = yield* join(300)
+      const soon = yield* join(100)
+      yield* settle
+      yield* TestClock.adjust(Duration.millis(100))
+      expect(yield* Fiber.await(soon)).toStrictEqual(Exit.fail(-1))
+      expect(late.unsafePoll()).toBeNull()
+      yield* TestClock.adjust(Duration.millis(200))
+      expect(yield* Fiber.await(late)).toStrictEqual(Exit.fail(-1))
+      yield* r.open(1)
+      expect(yield* Fiber.join(first)).toBe(1)
+      yield* settle
+      // Run 2 had only the two callers that left: it never started.
+      expect(yield* Ref.get(r.started)).toBe(1)
+      expect(c.active()).toBe(0)
+    }))
+
+  it.scoped("a caller with no deadline is not touched by the others' deadlines", () =>
+    Effect.gen(function*() {
+      const { c, r, first } = yield* runInFlight
+      const bounded = yield* Effect.fork(Effect.locally(c.run("k", r.read, () => -1), requestDeadline, 50))
+      const unbounded = yield* Effect.fork(c.run("k", r.read, () => -1))
+      yield* settle
+      yield* TestClock.adjust(Duration.seconds(10))
+      expect(yield* Fiber.await(bounded)).toStrictEqual(Exit.fail(-1))
+      expect(unbounded.unsafePoll()).toBeNull()
+      yield* r.open(1)
+      yield* Fiber.join(first)
+      yield* settle
+      yield* r.open(2)
+      expect(yield* Fiber.join(unbounded)).toBe(2)
     }))
 
   it.effect("closing the owner's scope stops runs in flight", () =>

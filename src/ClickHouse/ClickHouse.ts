@@ -84,32 +84,28 @@ export interface PoolState {
 
 export type QueryParams = Readonly<Record<string, string | number | boolean | ReadonlyArray<string>>>
 
-/** Same SQL and same parameters, whatever their order: the same read. */
-const readKey = (sql: string, params: QueryParams | undefined) =>
-  params === undefined
-    ? sql
-    : `${sql}\u0000${JSON.stringify(Object.keys(params).sort().map((name) => [name, params[name]]))}`
+/** Each row schema's number, for the read's key: a run's callers share its decoded rows, so they share its schema too. */
+const schemaIds = new WeakMap<Schema.Schema.Any, number>()
+let schemasSeen = 0
+const schemaId = (schema: Schema.Schema.Any) => {
+  let id = schemaIds.get(schema)
+  if (id === undefined) schemaIds.set(schema, id = schemasSeen++)
+  return id
+}
 
-type Decoded = Either.Either<ReadonlyArray<unknown>, ClickHouseBadResponse>
-type RowsDecoder = (rows: unknown) => Decoded
+/** Same SQL, same parameters whatever their order, and same row schema: the same read. */
+const readKey = (sql: string, params: QueryParams | undefined, schema: Schema.Schema.Any) =>
+  `${schemaId(schema)}\u0000${sql}${
+    params === undefined ? "" : `\u0000${JSON.stringify(Object.keys(params).sort().map((name) => [name, params[name]]))}`
+  }`
 
-/**
- * One compiled decoder per row schema, not one per call; and each answer decoded once, however many callers a
- * coalesced run serves (they all get the same rows).
- */
-const rowsDecoders = new WeakMap<Schema.Schema.Any, RowsDecoder>()
+/** One compiled decoder per row schema, not one per call. */
+const rowsDecoders = new WeakMap<Schema.Schema.Any, (rows: unknown) => Either.Either<ReadonlyArray<unknown>, ClickHouseBadResponse>>()
 const rowsDecoder = <A, I>(schema: Schema.Schema<A, I>): (rows: unknown) => Either.Either<ReadonlyArray<A>, ClickHouseBadResponse> => {
   let decoder = rowsDecoders.get(schema)
   if (decoder === undefined) {
     const decode = Schema.decodeUnknownEither(Schema.Array(schema as Schema.Schema<unknown, unknown>))
-    const answers = new WeakMap<object, Decoded>()
-    decoder = (rows) => {
-      const known = typeof rows === "object" && rows !== null ? answers.get(rows) : undefined
-      if (known !== undefined) return known
-      const decoded = Either.mapLeft(decode(rows), (cause) => new ClickHouseBadResponse({ cause }))
-      if (typeof rows === "object" && rows !== null) answers.set(rows, decoded)
-      return decoded
-    }
+    decoder = (rows) => Either.mapLeft(decode(rows), (cause) => new ClickHouseBadResponse({ cause }))
     rowsDecoders.set(schema, decoder)
   }
   return decoder as (rows: unknown) => Either.Either<ReadonlyArray<A>, ClickHouseBadResponse>
@@ -380,13 +376,14 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
     const coalescer = yield* makeCoalescer({ coalesce: config.coalesce, ttl: config.cacheTtl })
 
     const query = <A, I>(sql: string, schema: Schema.Schema<A, I>, queryParams?: QueryParams) =>
+      // Decoded in the run: its callers share the rows it decoded once.
       coalescer.run(
-        readKey(sql, queryParams),
+        readKey(sql, queryParams, schema),
         run("query", (client, params) =>
-          Backend.readJson(client, { query: sql, ...params, ...(queryParams ? { query_params: queryParams } : {}) })),
+          Backend.readJson(client, { query: sql, ...params, ...(queryParams ? { query_params: queryParams } : {}) })).pipe(
+            Effect.flatMap(rowsDecoder(schema))
+          ),
         requestExpired
-      ).pipe(
-        Effect.flatMap(rowsDecoder(schema))
       )
 
     // A statement's whole read, built once per statement (and schema, and rendering): one built once, such as the

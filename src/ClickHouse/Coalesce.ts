@@ -1,4 +1,5 @@
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -8,7 +9,6 @@ import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
 import * as Instruments from "../Observability/Instruments.js"
-import { withSpan } from "../Observability/Span.js"
 import { after, requestDeadline } from "./Deadline.js"
 
 const none = () => {}
@@ -44,13 +44,23 @@ export interface CoalesceOptions {
   readonly maxCached?: number
 }
 
+/** A caller waiting for a run: when its request must be answered, and how to answer it. */
+interface Caller {
+  readonly deadline: number
+  readonly resume: (effect: Effect.Effect<unknown, unknown>) => void
+  readonly expired: (() => unknown) | undefined
+}
+
 interface Batch {
   readonly effect: Effect.Effect<unknown, unknown>
-  readonly callers: Set<(exit: Exit.Exit<unknown, unknown>) => void>
+  readonly callers: Set<Caller>
   exit: Exit.Exit<unknown, unknown> | undefined
   waiters: number
   startedAt: number
   fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
+  /** One timer per batch, for its callers' earliest deadline, rather than one per caller. */
+  timerAt: number
+  cancelTimer: () => void
 }
 
 interface Slot {
@@ -63,7 +73,7 @@ interface Cached {
   readonly startedAt: number
 }
 
-const coalesceSpan = withSpan("ClickHouse.coalesce", { attributes: { "coalesce.joined": false } })
+const coalesceSpan = { captureStackTrace: false, attributes: { "coalesce.joined": false } } as const
 
 export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -102,7 +112,9 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
       exit: undefined,
       waiters: 1,
       startedAt: 0,
-      fiber: undefined
+      fiber: undefined,
+      timerAt: Number.POSITIVE_INFINITY,
+      cancelTimer: none
     })
 
     /** Runs the batch's effect in a fiber of the owner's: callers join it, none of them owns it. */
@@ -131,7 +143,8 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
         slot.next = undefined
       }
       batch.exit = exit
-      for (const caller of batch.callers) caller(exit)
+      batch.cancelTimer()
+      for (const caller of batch.callers) caller.resume(exit)
       batch.callers.clear()
       if (following !== undefined) start(key, following)
     }
@@ -140,6 +153,7 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
       Effect.suspend(() => {
         batch.waiters--
         if (batch.waiters > 0) return Effect.void
+        batch.cancelTimer()
         const slot = slots.get(key)
         if (slot?.next === batch) {
           slot.next = undefined
@@ -172,33 +186,59 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
       return slot.next
     }
 
-    /** Joins a run and waits for its answer (or the request's deadline): one callback, no fiber of its own. */
-    const shared = <A, E>(key: string, effect: Effect.Effect<A, E>, expired: (() => E) | undefined): Effect.Effect<A, E> =>
-      Effect.clockWith((clock) =>
-        Effect.withFiberRuntime<A, E>((fiber) =>
-          Effect.async<A, E>((resume) => {
-            const batch = enlist(key, effect, fiber.currentSpan, fiber.getFiberRef(FiberRef.currentTracerEnabled))
-            if (batch.exit !== undefined) return resume(batch.exit as Exit.Exit<A, E>)
-            const deadline = expired === undefined ? Number.POSITIVE_INFINITY : fiber.getFiberRef(requestDeadline)
-            let cancelTimer = none
-            const caller = (exit: Exit.Exit<unknown, unknown>) => {
-              cancelTimer()
-              resume(exit as Exit.Exit<A, E>)
-            }
-            batch.callers.add(caller)
-            if (Number.isFinite(deadline)) {
-              cancelTimer = after(clock, deadline - clock.unsafeCurrentTimeMillis(), () => {
-                if (batch.callers.delete(caller)) resume(Effect.zipRight(leave(key, batch), Effect.fail(expired!())))
-              })
-            }
-            return Effect.suspend(() => {
-              if (!batch.callers.delete(caller)) return Effect.void
-              cancelTimer()
-              return leave(key, batch)
-            })
-          })
-        )
-      ).pipe(coalesceSpan)
+    /** Arms the batch's timer for `deadline`, when that is sooner than the one it has. */
+    const arm = (key: string, batch: Batch, clock: Clock.Clock, deadline: number): void => {
+      if (deadline >= batch.timerAt) return
+      batch.cancelTimer()
+      batch.timerAt = deadline
+      batch.cancelTimer = after(clock, deadline - clock.unsafeCurrentTimeMillis(), () => expire(key, batch, clock))
+    }
+
+    /** The callers whose deadline has come get `expired` and leave; the timer is armed for the next one. */
+    const expire = (key: string, batch: Batch, clock: Clock.Clock): void => {
+      const now = Math.max(clock.unsafeCurrentTimeMillis(), batch.timerAt)
+      batch.timerAt = Number.POSITIVE_INFINITY
+      batch.cancelTimer = none
+      let next = Number.POSITIVE_INFINITY
+      for (const caller of batch.callers) {
+        if (caller.deadline <= now) {
+          batch.callers.delete(caller)
+          caller.resume(Effect.zipRight(leave(key, batch), Effect.fail(caller.expired!())))
+        } else {
+          next = Math.min(next, caller.deadline)
+        }
+      }
+      if (Number.isFinite(next)) arm(key, batch, clock, next)
+    }
+
+    /** Joins a run and waits for its answer (or the request's deadline): one callback, no fiber or timer of its own. */
+    const join = <A, E>(
+      fiber: Fiber.RuntimeFiber<A, E>,
+      key: string,
+      effect: Effect.Effect<A, E>,
+      expired: (() => E) | undefined
+    ): Effect.Effect<A, E> =>
+      Effect.async<A, E>((resume) => {
+        const batch = enlist(key, effect, fiber.currentSpan, fiber.getFiberRef(FiberRef.currentTracerEnabled))
+        if (batch.exit !== undefined) return resume(batch.exit as Exit.Exit<A, E>)
+        const deadline = expired === undefined ? Number.POSITIVE_INFINITY : fiber.getFiberRef(requestDeadline)
+        const caller: Caller = { deadline, resume: resume as Caller["resume"], expired }
+        batch.callers.add(caller)
+        if (Number.isFinite(deadline)) arm(key, batch, Context.get(fiber.currentDefaultServices, Clock.Clock), deadline)
+        return Effect.suspend(() => batch.callers.delete(caller) ? leave(key, batch) : Effect.void)
+      })
+
+    // Two steps per caller when untraced: one to read its fiber, one to wait.
+    const shared = <A, E>(key: string, effect: Effect.Effect<A, E>, expired: (() => E) | undefined): Effect.Effect<A, E> => {
+      const traced = Effect.withSpan(
+        Effect.withFiberRuntime<A, E>((fiber) => join(fiber, key, effect, expired)),
+        "ClickHouse.coalesce",
+        coalesceSpan
+      )
+      return Effect.withFiberRuntime<A, E>((fiber) =>
+        fiber.getFiberRef(FiberRef.currentTracerEnabled) ? traced : join(fiber, key, effect, expired)
+      )
+    }
 
     const cached = <A, E>(key: string, effect: Effect.Effect<A, E>, expired: (() => E) | undefined): Effect.Effect<A, E> =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {

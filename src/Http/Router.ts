@@ -14,10 +14,10 @@ import { Api, openApi } from "./Api.js"
 import { type HandledError, handleCause, toResponse } from "./ErrorResponse.js"
 
 /**
- * Query parameters decoded with `schema`; anything else is a 400 that names the parameter and what is allowed.
- * Built once per endpoint: the result is an effect every request runs.
+ * A handler of query parameters decoded with `schema`; anything else is a 400 that names the parameter and what
+ * is allowed. Built once per endpoint: the result is an effect every request runs.
  */
-const decodeParams = <A, I>(schema: Schema.Schema<A, I> & { readonly fields: Schema.Struct.Fields }, single: ReadonlyArray<string>) => {
+const withParams = <A, I>(schema: Schema.Schema<A, I> & { readonly fields: Schema.Struct.Fields }, single: ReadonlyArray<string>) => {
   const allowed = Object.keys(schema.fields)
   const decode = Schema.decodeUnknown(schema)
   // No parameters at all (the grand total): the same answer every time, decoded once.
@@ -45,8 +45,13 @@ const decodeParams = <A, I>(schema: Schema.Schema<A, I> & { readonly fields: Sch
     }
     return decoded
   })
-  return Effect.flatMap(HttpServerRequest.ParsedSearchParams, (params) =>
-    none._tag === "Right" && isEmpty(params) ? Effect.succeed(none.right) : decodeAll(params))
+  return <B, E, R>(
+    handler: (params: A) => Effect.Effect<B, E, R>
+  ): Effect.Effect<B, E | ApiError, R | HttpServerRequest.ParsedSearchParams> => {
+    const unfiltered = none._tag === "Right" ? handler(none.right) : undefined
+    return Effect.flatMap(HttpServerRequest.ParsedSearchParams, (params) =>
+      unfiltered !== undefined && isEmpty(params) ? unfiltered : Effect.flatMap(decodeAll(params), handler))
+  }
 }
 
 const isEmpty = (params: object) => {
@@ -54,41 +59,41 @@ const isEmpty = (params: object) => {
   return true
 }
 
-const filterParams = decodeParams(FilterParams, ["from", "to"])
-const seriesParams = decodeParams(SeriesParams, ["from", "to", "interval", "agg", "fill"])
+const filterParams = withParams(FilterParams, ["from", "to"])
+const seriesParams = withParams(SeriesParams, ["from", "to", "interval", "agg", "fill"])
 
 const badRequest = (message: string) => Effect.fail(new ApiError({ code: "bad_request", message }))
 
 const json = (body: unknown) => HttpServerResponse.unsafeJson(body)
 
-// The most asked question: a chain of three steps rather than a generator.
-const getTotal = Effect.flatMap(filterParams, (params) =>
-  Effect.flatMap(Metrics, (metrics) => Effect.map(metrics.total(normalizeFilter(params)), (total) => json({ total }))))
+/** The last total's answer, reused while the total stays the same: most callers ask the same question and get one run's number. */
+let lastTotal: { readonly total: number; readonly response: HttpServerResponse.HttpServerResponse } | undefined
+const totalResponse = (total: number) => {
+  if (lastTotal?.total !== total) lastTotal = { total, response: json({ total }) }
+  return lastTotal.response
+}
 
-const getNames = Effect.gen(function*() {
-  const params = yield* filterParams
-  const metrics = yield* Metrics
-  return json(yield* metrics.names(normalizeFilter(params)))
-})
+// The most asked question: a chain of two steps rather than a generator.
+const getTotal = filterParams((params) =>
+  Effect.flatMap(Metrics, (metrics) => Effect.map(metrics.total(normalizeFilter(params)), (total) => totalResponse(total))))
 
-const getSummary = Effect.gen(function*() {
-  const params = yield* filterParams
-  const metrics = yield* Metrics
-  return json(yield* metrics.summary(normalizeFilter(params)))
-})
+const getNames = filterParams((params) =>
+  Effect.flatMap(Metrics, (metrics) => Effect.map(metrics.names(normalizeFilter(params)), (names) => json(names))))
 
-const getSeries = Effect.gen(function*() {
-  const params = yield* seriesParams
-  const metrics = yield* Metrics
-  return json(
-    yield* metrics.series({
-      filter: normalizeFilter(params),
-      interval: params.interval,
-      agg: params.agg ?? "sum",
-      fill: params.fill !== "none"
-    })
-  )
-})
+const getSummary = filterParams((params) =>
+  Effect.flatMap(Metrics, (metrics) => Effect.map(metrics.summary(normalizeFilter(params)), (summary) => json(summary))))
+
+const getSeries = seriesParams((params) =>
+  Effect.flatMap(Metrics, (metrics) =>
+    Effect.map(
+      metrics.series({
+        filter: normalizeFilter(params),
+        interval: params.interval,
+        agg: params.agg ?? "sum",
+        fill: params.fill !== "none"
+      }),
+      (series) => json(series)
+    )))
 
 const healthz = Effect.succeed(HttpServerResponse.unsafeJson({ status: "ok" }))
 
