@@ -7,9 +7,9 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
 import * as LogLevel from "effect/LogLevel"
+import { requestDeadline } from "../ClickHouse/Deadline.js"
 import * as Instruments from "../Observability/Instruments.js"
 import { errorCodeOf } from "./ErrorResponse.js"
-import { requestDeadline } from "../ClickHouse/Deadline.js"
 import { type Guard, pathOf } from "./Guards.js"
 import { requestIdOf } from "./RequestId.js"
 
@@ -83,7 +83,8 @@ export const requestLog = (routes: ReadonlySet<string>, options: EdgeOptions = {
           onFailure: (cause) => Effect.zipRight(done(undefined), Effect.failCause(cause)),
           onSuccess: (response) => {
             const answer = HttpServerResponse.setHeader(response, "x-request-id", requestId)
-            return logged ? Effect.as(done(response), answer) : (done(response), Effect.succeed(answer))
+            const line = done(response)
+            return logged ? Effect.as(line, answer) : Effect.succeed(answer)
           }
         })
       )
