@@ -137,7 +137,6 @@ export const badRequests: ReadonlyArray<readonly [string, RegExp]> = [
   ["/api/metrics/series?interval=1s&from=0&to=20000", /at most 10000 are allowed/]
 ]
 
-/** The analytics queries on one backend, against the model. */
 /** Each query's answer over HTTP is a 200 that equals the model's over `rows`. */
 export const expectModelAnswers = (
   rows: ReadonlyArray<Model.Row>,
@@ -153,6 +152,19 @@ export const expectModelAnswers = (
     }
   })
 
+/** The README's answers on the demo rows (total 458) for the total, a filtered total and the names. */
+export const expectDemoAnswers = Effect.gen(function*() {
+  expect((yield* getJson("/api/metrics")).json).toEqual({ total: 458 })
+  expect((yield* getJson("/api/metrics?metric=errors&from=2024-01-01T01:00:00Z")).json).toEqual({ total: 6 })
+  expect((yield* getJson("/api/metrics/names")).json).toEqual({
+    metrics: [
+      { name: "errors", count: 3, first: "2024-01-01T00:00:00Z", last: "2024-01-01T02:00:00Z" },
+      { name: "page_views", count: 3, first: "2024-01-01T00:00:00Z", last: "2024-01-01T02:00:00Z" }
+    ]
+  })
+})
+
+/** The analytics queries on one backend, against the model. */
 export const querySuite = (
   it: Vitest.MethodsNonLive<ClickHouse | HttpClient.HttpClient, true>,
   table: TableConfig,
@@ -162,14 +174,7 @@ export const querySuite = (
   it.effect("the README's examples on the demo rows", () =>
     Effect.gen(function*() {
       yield* resetTo(table, Model.demo)
-      expect((yield* getJson("/api/metrics")).json).toEqual({ total: 458 })
-      expect((yield* getJson("/api/metrics?metric=errors&from=2024-01-01T01:00:00Z")).json).toEqual({ total: 6 })
-      expect((yield* getJson("/api/metrics/names")).json).toEqual({
-        metrics: [
-          { name: "errors", count: 3, first: "2024-01-01T00:00:00Z", last: "2024-01-01T02:00:00Z" },
-          { name: "page_views", count: 3, first: "2024-01-01T00:00:00Z", last: "2024-01-01T02:00:00Z" }
-        ]
-      })
+      yield* expectDemoAnswers
       const summary = (yield* getJson("/api/metrics/summary?metric=page_views")).json
       expect(summary).toEqual({
         metrics: [{ name: "page_views", count: 3, sum: 450, avg: 150, min: 100, max: 200, p50: 150, p90: 200, p99: 200 }]
