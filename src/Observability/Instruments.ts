@@ -21,21 +21,30 @@ export interface Series<In> {
 
 /** The metric with its labels given in order, one resolved series per distinct set of values. */
 const series = <T, In, Out>(metric: Metric.Metric<T, In, Out>, keys: ReadonlyArray<string>) => {
-  const resolved = new Map<string, Series<In>>()
+  // One level per label, keyed by the value itself: the values come from small fixed sets of strings whose hashes
+  // V8 keeps, where a joined key would be a new string to hash on every update.
+  interface Level {
+    readonly next: Map<string, Level>
+    found?: Series<In>
+  }
+  const root: Level = { next: new Map() }
   return (...values: ReadonlyArray<string>): Series<In> => {
-    const id = values.length === 1 ? values[0]! : values.join("\u0000")
-    let found = resolved.get(id)
-    if (found === undefined) {
+    let level = root
+    for (const value of values) {
+      let next = level.next.get(value)
+      if (next === undefined) level.next.set(value, next = { next: new Map() })
+      level = next
+    }
+    if (level.found === undefined) {
       const tags = keys.map((key, i) => MetricLabel.make(key, values[i] ?? ""))
-      found = {
+      level.found = {
         update: (input) => metric.unsafeUpdate(input, tags),
         modify: (input) => metric.unsafeModify(input, tags)
       }
-      resolved.set(id, found)
       // Registered at once, so a counter shows 0 before its first event and rate() sees the first one.
       metric.unsafeValue(tags)
     }
-    return found
+    return level.found
   }
 }
 
