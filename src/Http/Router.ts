@@ -15,8 +15,8 @@ import { Api, openApi } from "./Api.js"
 import { type HandledError, handleCause, toResponse } from "./ErrorResponse.js"
 
 /**
- * A handler of query parameters decoded with `schema`; anything else is a 400 that names the parameter and what
- * is allowed. Built once per endpoint: the result is an effect every request runs.
+ * A handler of the Metrics service and the query parameters decoded with `schema`; anything else is a 400 that
+ * names the parameter and what is allowed. Built once per endpoint: the result is an effect every request runs.
  */
 const withParams = <A, I>(schema: Schema.Schema<A, I> & { readonly fields: Schema.Struct.Fields }, single: ReadonlyArray<string>) => {
   const allowed = Object.keys(schema.fields)
@@ -81,7 +81,7 @@ const totalResponse = (total: number) => {
   return lastTotal.response
 }
 
-// The most asked question: one step, built once, after the parameters (no generator).
+// The most asked question, unfiltered as a rule: then its effect is the one `withParams` built once.
 const getTotal = filterParams((metrics, params) => Effect.map(metrics.total(normalizeFilter(params)), totalResponse))
 
 const getNames = filterParams((metrics, params) => Effect.map(metrics.names(normalizeFilter(params)), json))
