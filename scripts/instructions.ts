@@ -1,0 +1,155 @@
+/**
+ * Instructions per request, counted by valgrind's callgrind: a figure that repeats on this shared two-core machine,
+ * where wall-clock figures of one run move by a tenth or more from one minute to the next.
+ *
+ * Each system runs alone under callgrind with instrumentation off: it is warmed up (`--warmup` requests), given a
+ * full GC (so that a collection owed by the start-up does not land in the count), then instructions are counted,
+ * in every thread of the process (JIT compiler and GC helpers included), while `--requests` more are answered over
+ * `--connections` keep-alive connections. Every answer is checked. Ratios are against the bare platform route (g),
+ * and for the uncoalesced read against the minimal platform route awaiting one shared client (h), both counted in
+ * the same run.
+ *
+ *   npm run instructions [-- --requests 4000 --warmup 4000 --connections 100 --only g,j,f]
+ */
+import { spawn, spawnSync } from "node:child_process"
+import * as Fs from "node:fs"
+import * as Http from "node:http"
+import * as Net from "node:net"
+import * as Path from "node:path"
+import { parseArgs } from "node:util"
+import * as ClickHouse from "./bench/clickhouse.ts"
+
+const root = Path.resolve(import.meta.dirname, "..")
+
+const { values: args } = parseArgs({
+  options: {
+    requests: { type: "string", default: "4000" },
+    warmup: { type: "string", default: "4000" },
+    connections: { type: "string", default: "100" },
+    only: { type: "string" }
+  }
+})
+
+interface System {
+  readonly id: string
+  readonly name: string
+  readonly script: string
+  readonly path: string
+  readonly body: string
+  readonly env?: Record<string, string>
+}
+
+const total = "{\"total\":458}"
+const api = { script: "dist/main.js", path: "/api/metrics", body: total }
+const systems: ReadonlyArray<System> = [
+  { id: "g", name: "bare @effect/platform constant JSON", script: "scripts/bench/platform-server.mjs", path: "/api/metrics", body: total },
+  { id: "j", name: "minimal platform route + shared client, fresh-read coalesced", script: "scripts/bench/platform-coalesced-server.mjs", path: "/api/metrics", body: total },
+  { id: "f", name: "API /api/metrics, COALESCE_READS=true", ...api, env: { COALESCE_READS: "true" } },
+  { id: "i", name: "API /healthz", ...api, path: "/healthz", body: "{\"status\":\"ok\"}" },
+  { id: "h", name: "minimal platform route + one shared client", script: "scripts/bench/platform-client-server.mjs", path: "/api/metrics", body: total },
+  { id: "e", name: "API /api/metrics, COALESCE_READS=false", ...api, env: { COALESCE_READS: "false" } }
+]
+
+const found = (command: string) => spawnSync("sh", ["-c", `command -v ${command}`]).status === 0
+
+/** valgrind from Debian when it is missing and this is root; otherwise one line that says what to do. */
+const ensureValgrind = () => {
+  if (found("valgrind")) return
+  if (process.getuid?.() !== 0 || !found("apt-get")) throw new Error("valgrind is not installed: run 'apt-get install -y valgrind' (as root)")
+  console.log("installing valgrind: apt-get install -y valgrind")
+  spawnSync("apt-get", ["install", "-y", "-qq", "valgrind"], { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } })
+  if (!found("valgrind")) throw new Error("'apt-get install -y valgrind' did not install valgrind")
+}
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = Net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as Net.AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** `count` GETs over `connections` keep-alive connections; the number whose status or body was not `body`. */
+const load = (url: string, count: number, connections: number, body: string) =>
+  new Promise<number>((resolve) => {
+    const agent = new Http.Agent({ keepAlive: true, maxSockets: connections })
+    let sent = 0, done = 0, wrong = 0
+    const settle = (ok: boolean) => {
+      if (!ok) wrong++
+      if (++done === count) {
+        agent.destroy()
+        resolve(wrong)
+      } else next()
+    }
+    const next = () => {
+      if (sent++ >= count) return
+      Http.get(url, { agent }, (response) => {
+        let text = ""
+        response.setEncoding("utf8").on("data", (chunk) => (text += chunk))
+        response.on("end", () => settle(response.statusCode === 200 && text === body))
+      }).on("error", () => settle(false))
+    }
+    for (let i = 0; i < connections; i++) next()
+  })
+
+const callgrind = (pid: number, command: string) => spawnSync("callgrind_control", [command, String(pid)], { stdio: "ignore" })
+
+const count = async (system: System, clickhouse: string, requests: number, warmup: number, connections: number) => {
+  const port = await freePort()
+  const log = Path.join(root, `bench-results/logs/instructions-${system.id}.log`)
+  Fs.mkdirSync(Path.dirname(log), { recursive: true })
+  const child = spawn(
+    "valgrind",
+    ["--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null", "--log-file=" + log,
+      "node", "--expose-gc", "--import", "./scripts/bench/gc-on-signal.mjs", system.script],
+    { cwd: root, stdio: "ignore", env: { ...process.env, PORT: String(port), CLICKHOUSE_URL: clickhouse, LOG_LEVEL: "Warning", ...system.env } }
+  )
+  const url = `http://127.0.0.1:${port}${system.path}`
+  try {
+    for (let ready = false; !ready;) {
+      if (child.exitCode !== null) throw new Error(`${system.id} exited before it was ready: see ${log}`)
+      ready = await load(url, 1, 1, system.body).then((wrong) => wrong === 0)
+      if (!ready) await sleep(500)
+    }
+    const wrongBefore = await load(url, warmup, connections, system.body)
+    process.kill(child.pid!, "SIGUSR2")
+    await sleep(2000)
+    callgrind(child.pid!, "--instr=on")
+    const wrong = await load(url, requests, connections, system.body)
+    callgrind(child.pid!, "--instr=off")
+    child.kill("SIGTERM")
+    await new Promise((resolve) => child.once("exit", resolve))
+    const collected = /Collected : (\d+)/.exec(Fs.readFileSync(log, "utf8"))?.[1]
+    if (collected === undefined) throw new Error(`no count in ${log}`)
+    return { perRequest: Number(collected) / requests, wrong: wrong + wrongBefore }
+  } finally {
+    child.kill("SIGKILL")
+  }
+}
+
+const main = async () => {
+  ensureValgrind()
+  spawnSync("npx", ["tsc", "-b", "tsconfig.build.json"], { cwd: root, stdio: "inherit" })
+  const [requests, warmup, connections] = [Number(args.requests), Number(args.warmup), Number(args.connections)]
+  const only = args.only?.split(",")
+  const clickhouse = ClickHouse.start()
+  const results = new Map<string, number>()
+  try {
+    await ClickHouse.seed(clickhouse, "metrics")
+    console.log(`instructions per request: ${requests} counted after ${warmup} to warm up, ${connections} connections, 6-row table`)
+    for (const system of systems) {
+      if (only !== undefined && !only.includes(system.id)) continue
+      const { perRequest, wrong } = await count(system, clickhouse, requests, warmup, connections)
+      results.set(system.id, perRequest)
+      const base = system.id === "e" ? results.get("h") : system.id === "g" ? undefined : results.get("g")
+      const ratio = base === undefined ? "" : `  ${(base / perRequest).toFixed(2)}x (${system.id === "e" ? "h" : "g"})`
+      console.log(`(${system.id}) ${system.name}: ${Math.round(perRequest / 1000)}k${ratio}, ${wrong} wrong answers`)
+    }
+  } finally {
+    ClickHouse.stop()
+  }
+}
+
+await main()
