@@ -1,6 +1,7 @@
 /**
- * Instructions per request, counted by valgrind's callgrind: a figure that repeats on this shared two-core machine,
- * where wall-clock figures of one run move by a tenth or more from one minute to the next.
+ * Instructions per request, counted by valgrind's callgrind: on this shared two-core machine, where wall-clock
+ * figures move by a tenth or more from one minute to the next, a count that the machine's other load does not
+ * change (it still moves by up to a tenth between runs: where a major GC lands, and JIT work, are counted too).
  *
  * Each system runs alone under callgrind with instrumentation off: it is warmed up (`--warmup` requests), given a
  * full GC (so that a collection owed by the start-up does not land in the count), then instructions are counted,
