@@ -3,14 +3,15 @@
  * figures move by a tenth or more from one minute to the next, a count that the machine's other load does not
  * change (it still moves by up to a tenth between runs: where a major GC lands, and JIT work, are counted too).
  *
- * Each system runs alone under callgrind with instrumentation off: it is warmed up (`--warmup` requests), given a
- * full GC (so that a collection owed by the start-up does not land in the count), then instructions are counted,
- * in every thread of the process (JIT compiler and GC helpers included), while `--requests` more are answered over
- * `--connections` keep-alive connections. Every answer is checked. Ratios are against the bare platform route (g),
- * and for the uncoalesced read against the minimal platform route awaiting one shared client (h), both counted in
- * the same run.
+ * Each system runs alone under callgrind with instrumentation off: it is warmed up (`--warmup` requests), then
+ * instructions are counted, in every thread of the process (JIT compiler and GC helpers included), while
+ * `--requests` more are answered over `--connections` keep-alive connections. Every answer is checked. `--gc`
+ * forces a full GC before the count; `--repeat` counts each system that many times, interleaved, and reports the
+ * median; `--api DIR` counts the API built in DIR (its dist/main.js) instead of this checkout's, to compare
+ * builds. Ratios are against the bare platform route (g), and for the uncoalesced read against the minimal
+ * platform route awaiting one shared client (h), in the same run.
  *
- *   npm run instructions [-- --requests 4000 --warmup 4000 --connections 100 --only g,j,f]
+ *   npm run instructions [-- --requests 4000 --warmup 4000 --connections 100 --repeat 3 --only g,j,f]
  */
 import { spawn, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
@@ -27,7 +28,10 @@ const { values: args } = parseArgs({
     requests: { type: "string", default: "4000" },
     warmup: { type: "string", default: "4000" },
     connections: { type: "string", default: "100" },
-    only: { type: "string" }
+    only: { type: "string" },
+    repeat: { type: "string", default: "1" },
+    gc: { type: "boolean", default: false },
+    api: { type: "string" }
   }
 })
 
@@ -38,10 +42,12 @@ interface System {
   readonly path: string
   readonly body: string
   readonly env?: Record<string, string>
+  /** Where `script` is, when not this checkout. */
+  readonly cwd?: string
 }
 
 const total = "{\"total\":458}"
-const api = { script: "dist/main.js", path: "/api/metrics", body: total }
+const api = { script: "dist/main.js", path: "/api/metrics", body: total, ...(args.api === undefined ? {} : { cwd: Path.resolve(args.api) }) }
 const systems: ReadonlyArray<System> = [
   { id: "g", name: "bare @effect/platform constant JSON", script: "scripts/bench/platform-server.mjs", path: "/api/metrics", body: total },
   { id: "j", name: "minimal platform route + shared client, fresh-read coalesced", script: "scripts/bench/platform-coalesced-server.mjs", path: "/api/metrics", body: total },
@@ -104,8 +110,8 @@ const count = async (system: System, clickhouse: string, requests: number, warmu
   const child = spawn(
     "valgrind",
     ["--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null", "--log-file=" + log,
-      "node", "--expose-gc", "--import", "./scripts/bench/gc-on-signal.mjs", system.script],
-    { cwd: root, stdio: "ignore", env: { ...process.env, PORT: String(port), CLICKHOUSE_URL: clickhouse, LOG_LEVEL: "Warning", ...system.env } }
+      "node", "--expose-gc", "--import", Path.join(root, "scripts/bench/gc-on-signal.mjs"), system.script],
+    { cwd: system.cwd ?? root, stdio: "ignore", env: { ...process.env, PORT: String(port), CLICKHOUSE_URL: clickhouse, LOG_LEVEL: "Warning", ...system.env } }
   )
   const url = `http://127.0.0.1:${port}${system.path}`
   try {
@@ -115,8 +121,10 @@ const count = async (system: System, clickhouse: string, requests: number, warmu
       if (!ready) await sleep(500)
     }
     const wrongBefore = await load(url, warmup, connections, system.body)
-    process.kill(child.pid!, "SIGUSR2")
-    await sleep(2000)
+    if (args.gc) {
+      process.kill(child.pid!, "SIGUSR2")
+      await sleep(2000)
+    }
     callgrind(child.pid!, "--instr=on")
     const wrong = await load(url, requests, connections, system.body)
     callgrind(child.pid!, "--instr=off")
@@ -139,14 +147,29 @@ const main = async () => {
   const results = new Map<string, number>()
   try {
     await ClickHouse.seed(clickhouse, "metrics")
-    console.log(`instructions per request: ${requests} counted after ${warmup} to warm up, ${connections} connections, 6-row table`)
-    for (const system of systems) {
-      if (only !== undefined && !only.includes(system.id)) continue
-      const { perRequest, wrong } = await count(system, clickhouse, requests, warmup, connections)
-      results.set(system.id, perRequest)
+    const repeat = Number(args.repeat)
+    console.log(
+      `instructions per request: ${requests} counted after ${warmup} to warm up, ${connections} connections, 6-row table` +
+        `${args.gc ? ", a full GC before each count" : ""}${repeat > 1 ? `; median of ${repeat} counts, interleaved` : ""}`
+    )
+    const chosen = systems.filter((system) => only === undefined || only.includes(system.id))
+    const counts = new Map<string, Array<number>>()
+    for (let round = 0; round < repeat; round++) {
+      for (const system of chosen) {
+        const { perRequest, wrong } = await count(system, clickhouse, requests, warmup, connections)
+        counts.set(system.id, [...(counts.get(system.id) ?? []), perRequest])
+        if (repeat > 1) console.log(`  (${system.id}) count ${round + 1}: ${Math.round(perRequest / 1000)}k, ${wrong} wrong answers`)
+        if (wrong > 0) console.log(`  (${system.id}): ${wrong} wrong answers`)
+      }
+    }
+    for (const system of chosen) {
+      const sorted = [...counts.get(system.id)!].sort((a, b) => a - b)
+      const median = sorted[Math.floor(sorted.length / 2)]!
+      results.set(system.id, median)
       const base = system.id === "e" ? results.get("h") : system.id === "g" ? undefined : results.get("g")
-      const ratio = base === undefined ? "" : `  ${(base / perRequest).toFixed(2)}x (${system.id === "e" ? "h" : "g"})`
-      console.log(`(${system.id}) ${system.name}: ${Math.round(perRequest / 1000)}k${ratio}, ${wrong} wrong answers`)
+      const ratio = base === undefined ? "" : `  ${(base / median).toFixed(2)}x (${system.id === "e" ? "h" : "g"})`
+      const spread = sorted.length > 1 ? ` (${sorted.map((n) => `${Math.round(n / 1000)}k`).join(", ")})` : ""
+      console.log(`(${system.id}) ${system.name}: ${Math.round(median / 1000)}k${spread}${ratio}`)
     }
   } finally {
     ClickHouse.stop()
