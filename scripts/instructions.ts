@@ -92,16 +92,23 @@ const load = (url: string, count: number, connections: number, body: string) =>
     }
     const next = () => {
       if (sent++ >= count) return
-      Http.get(url, { agent }, (response) => {
+      const request = Http.get(url, { agent }, (response) => {
         let text = ""
         response.setEncoding("utf8").on("data", (chunk) => (text += chunk))
         response.on("end", () => settle(response.statusCode === 200 && text === body))
-      }).on("error", () => settle(false))
+      })
+      // Under callgrind a request takes ~100× its usual time; one that takes a minute is a hang.
+      request.setTimeout(60_000, () => request.destroy(new Error("no answer in 60 s")))
+      request.on("error", () => settle(false))
     }
     for (let i = 0; i < connections; i++) next()
   })
 
-const callgrind = (pid: number, command: string) => spawnSync("callgrind_control", [command, String(pid)], { stdio: "ignore" })
+const callgrind = (pid: number, command: string) => {
+  if (spawnSync("callgrind_control", [command, String(pid)], { stdio: "ignore" }).status !== 0) {
+    throw new Error(`callgrind_control ${command} ${pid} failed`)
+  }
+}
 
 const count = async (system: System, clickhouse: string, requests: number, warmup: number, connections: number) => {
   const port = await freePort()
@@ -110,13 +117,16 @@ const count = async (system: System, clickhouse: string, requests: number, warmu
   const child = spawn(
     "valgrind",
     ["--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null", "--log-file=" + log,
-      "node", "--expose-gc", "--import", Path.join(root, "scripts/bench/gc-on-signal.mjs"), system.script],
+      "node", ...(args.gc ? ["--expose-gc", "--import", Path.join(root, "scripts/bench/gc-on-signal.mjs")] : []), system.script],
     { cwd: system.cwd ?? root, stdio: "ignore", env: { ...process.env, PORT: String(port), CLICKHOUSE_URL: clickhouse, LOG_LEVEL: "Warning", ...system.env } }
   )
   const url = `http://127.0.0.1:${port}${system.path}`
   try {
+    // Starting under valgrind takes tens of seconds.
+    const readyBy = Date.now() + 180_000
     for (let ready = false; !ready;) {
       if (child.exitCode !== null) throw new Error(`${system.id} exited before it was ready: see ${log}`)
+      if (Date.now() > readyBy) throw new Error(`${system.id} was not ready within 180 s: see ${log}`)
       ready = await load(url, 1, 1, system.body).then((wrong) => wrong === 0)
       if (!ready) await sleep(500)
     }
