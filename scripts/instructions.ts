@@ -17,10 +17,10 @@
 import { spawn, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Http from "node:http"
-import * as Net from "node:net"
 import * as Path from "node:path"
 import { parseArgs } from "node:util"
 import * as ClickHouse from "./bench/clickhouse.ts"
+import { ensureDebianCommand, freePort } from "./support/proc.ts"
 
 const root = Path.resolve(import.meta.dirname, "..")
 
@@ -57,25 +57,6 @@ const systems: ReadonlyArray<System> = [
   { id: "h", name: "minimal platform route + one shared client", script: "scripts/bench/platform-client-server.mjs", path: "/api/metrics", body: total },
   { id: "e", name: "API /api/metrics, COALESCE_READS=false", ...api, env: { COALESCE_READS: "false" } }
 ]
-
-const found = (command: string) => spawnSync("sh", ["-c", `command -v ${command}`]).status === 0
-
-/** valgrind from Debian when it is missing and this is root; otherwise one line that says what to do. */
-const ensureValgrind = () => {
-  if (found("valgrind")) return
-  if (process.getuid?.() !== 0 || !found("apt-get")) throw new Error("valgrind is not installed: run 'apt-get install -y valgrind' (as root)")
-  console.log("installing valgrind: apt-get install -y valgrind")
-  spawnSync("apt-get", ["install", "-y", "-qq", "valgrind"], { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } })
-  if (!found("valgrind")) throw new Error("'apt-get install -y valgrind' did not install valgrind")
-}
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = Net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as Net.AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -150,7 +131,7 @@ const count = async (system: System, clickhouse: string, requests: number, warmu
 }
 
 const main = async () => {
-  ensureValgrind()
+  ensureDebianCommand("valgrind", console.log)
   spawnSync("npx", ["tsc", "-b", "tsconfig.build.json"], { cwd: root, stdio: "inherit" })
   const [requests, warmup, connections] = [Number(args.requests), Number(args.warmup), Number(args.connections)]
   const only = args.only?.split(",")

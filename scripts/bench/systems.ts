@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
-import { peakRssMb as ownPeakRssMb, resetPeakRss as resetOwnPeakRss, rssMb as ownRssMb } from "../support/proc.ts"
+import { freePort, peakRssMb as ownPeakRssMb, resetPeakRss as resetOwnPeakRss, rssMb as ownRssMb } from "../support/proc.ts"
 import { request } from "./burst.ts"
 import { serverPid, totalSql } from "./clickhouse.ts"
 import type { Check } from "./load.ts"
@@ -84,16 +84,6 @@ const children = new Set<ChildProcess>()
 export const killAll = () => {
   for (const child of children) child.kill("SIGKILL")
 }
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = Net.createServer()
-    server.on("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
-    })
-  })
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 

@@ -2,8 +2,9 @@
  * One wrk run (2 threads) with every answer's body checked by check.lua, which prints one JSON line at the end.
  * Latencies are wrk's own per-request latency of every answer (any status), from its histogram.
  */
-import { spawn, spawnSync } from "node:child_process"
+import { spawn } from "node:child_process"
 import * as Path from "node:path"
+import { ensureDebianCommand } from "../support/proc.ts"
 import type { Check, RunResult } from "./load.ts"
 
 const script = Path.join(import.meta.dirname, "check.lua")
@@ -21,22 +22,8 @@ interface Summary {
   readonly maxMs: number | null
 }
 
-const found = () => spawnSync("sh", ["-c", "command -v wrk"], { encoding: "utf8" }).status === 0
-
 /** Installs wrk with apt-get when it is missing and this is root; otherwise fails with one line. */
-export const ensureWrk = (log: (line: string) => void) => {
-  if (found()) return
-  const canInstall = process.getuid?.() === 0 && spawnSync("sh", ["-c", "command -v apt-get"]).status === 0
-  if (!canInstall) throw new Error("wrk is not installed: run 'apt-get install -y wrk' (as root) and try again")
-  log("installing wrk: apt-get install -y wrk")
-  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" }
-  const install = () => spawnSync("apt-get", ["install", "-y", "-qq", "wrk"], { stdio: ["ignore", "ignore", "inherit"], env })
-  if (install().status !== 0) {
-    spawnSync("apt-get", ["update", "-qq"], { stdio: ["ignore", "ignore", "inherit"], env })
-    install()
-  }
-  if (!found()) throw new Error("wrk is not installed and 'apt-get install -y wrk' did not install it")
-}
+export const ensureWrk = (log: (line: string) => void) => ensureDebianCommand("wrk", log)
 
 const round = (n: number) => Math.round(n * 10) / 10
 

@@ -1,9 +1,8 @@
 /** The processes of a chaos run: our own ClickHouse server, the API under test, and their clean-up. */
 import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
-import * as Net from "node:net"
 import * as Path from "node:path"
-import { demoValues } from "../support/proc.ts"
+import { demoValues, freePort } from "../support/proc.ts"
 
 export const root = Path.resolve(import.meta.dirname, "../..")
 const script = Path.join(root, "scripts/clickhouse")
@@ -159,16 +158,6 @@ export const build = (outDir: string): { readonly typeErrors: boolean } => {
   Fs.copyFileSync(Path.join(root, "package.json"), Path.join(outDir, "..", "package.json"))
   return { typeErrors: result.status !== 0 }
 }
-
-export const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = Net.createServer()
-    server.on("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address() as Net.AddressInfo
-      server.close(() => resolve(address.port))
-    })
-  })
 
 export interface Exit {
   readonly atMs: number
