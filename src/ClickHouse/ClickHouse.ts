@@ -84,32 +84,34 @@ export interface PoolState {
 
 export type QueryParams = Readonly<Record<string, string | number | boolean | ReadonlyArray<string>>>
 
-/** Each row schema's number, for the read's key: a run's callers share its decoded rows, so they share its schema too. */
-const schemaIds = new WeakMap<Schema.Schema.Any, number>()
-let schemasSeen = 0
-const schemaId = (schema: Schema.Schema.Any) => {
-  let id = schemaIds.get(schema)
-  if (id === undefined) schemaIds.set(schema, id = schemasSeen++)
-  return id
+/**
+ * What a row schema needs once, not per call: its number, for the read's key (a run's callers share its decoded
+ * rows, so they share its schema too), and its compiled decoder.
+ */
+interface RowSchema {
+  readonly id: number
+  readonly decode: (rows: unknown) => Either.Either<ReadonlyArray<unknown>, ClickHouseBadResponse>
+}
+const rowSchemas = new WeakMap<Schema.Schema.Any, RowSchema>()
+let rowSchemasSeen = 0
+const rowSchema = (schema: Schema.Schema.Any): RowSchema => {
+  let known = rowSchemas.get(schema)
+  if (known === undefined) {
+    const decode = Schema.decodeUnknownEither(Schema.Array(schema as Schema.Schema<unknown, unknown>))
+    known = { id: rowSchemasSeen++, decode: (rows) => Either.mapLeft(decode(rows), (cause) => new ClickHouseBadResponse({ cause })) }
+    rowSchemas.set(schema, known)
+  }
+  return known
 }
 
 /** Same SQL, same parameters whatever their order, and same row schema: the same read. */
 const readKey = (sql: string, params: QueryParams | undefined, schema: Schema.Schema.Any) =>
-  `${schemaId(schema)}\u0000${sql}${
+  `${rowSchema(schema).id}\u0000${sql}${
     params === undefined ? "" : `\u0000${JSON.stringify(Object.keys(params).sort().map((name) => [name, params[name]]))}`
   }`
 
-/** One compiled decoder per row schema, not one per call. */
-const rowsDecoders = new WeakMap<Schema.Schema.Any, (rows: unknown) => Either.Either<ReadonlyArray<unknown>, ClickHouseBadResponse>>()
-const rowsDecoder = <A, I>(schema: Schema.Schema<A, I>): (rows: unknown) => Either.Either<ReadonlyArray<A>, ClickHouseBadResponse> => {
-  let decoder = rowsDecoders.get(schema)
-  if (decoder === undefined) {
-    const decode = Schema.decodeUnknownEither(Schema.Array(schema as Schema.Schema<unknown, unknown>))
-    decoder = (rows) => Either.mapLeft(decode(rows), (cause) => new ClickHouseBadResponse({ cause }))
-    rowsDecoders.set(schema, decoder)
-  }
-  return decoder as (rows: unknown) => Either.Either<ReadonlyArray<A>, ClickHouseBadResponse>
-}
+const rowsDecoder = <A, I>(schema: Schema.Schema<A, I>) =>
+  rowSchema(schema).decode as (rows: unknown) => Either.Either<ReadonlyArray<A>, ClickHouseBadResponse>
 
 /** How long the kills of aborted queries gather before they are sent as one statement. */
 const killBatchWindow = Duration.millis(50)
