@@ -53,8 +53,8 @@ export const requestLog = (routes: ReadonlySet<string>, options: EdgeOptions = {
       Instruments.httpInFlight.modify(1)
       let refused: HttpServerResponse.HttpServerResponse | undefined
       for (let i = 0; refused === undefined && i < guards.length; i++) refused = guards[i]!(request, path)
-      // Set on the request's own fiber, not around `app`: nothing runs on it after the request.
-      const admitted = timeoutMs === undefined ? app : Effect.zipRight(
+      // Set on the request's own fiber, not around `app`: nothing runs on it after the request. A refused one needs none.
+      const admitted = refused !== undefined || timeoutMs === undefined ? app : Effect.zipRight(
         FiberRef.set(requestDeadline, Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis() + timeoutMs),
         app
       )
