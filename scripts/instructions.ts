@@ -9,8 +9,10 @@
  * forces a full GC before the count; `--repeat` counts each system that many times, interleaved, and reports the
  * mean (a major GC lands in some counts and not in others: it is part of the cost, so it is averaged, not
  * dropped); `--api DIR` counts the API built in DIR (its dist/main.js) instead of this checkout's, to compare
- * builds. Ratios are against the bare platform route (g), and for the uncoalesced read against the minimal
- * platform route awaiting one shared client (h), in the same run.
+ * builds; `--out DIR` keeps each count's per-function profile there (`callgrind_annotate DIR/callgrind.f.1`).
+ * Ratios are against the bare platform route (g), and for the uncoalesced read against the minimal platform route
+ * awaiting one shared client (h), in the same run. Each count also gives the ClickHouse queries per request:
+ * under callgrind a coalesced run has fewer callers than under wrk, so per-run work weighs more here.
  *
  *   npm run instructions [-- --requests 4000 --warmup 4000 --connections 100 --repeat 3 --only g,j,f]
  */
@@ -32,7 +34,8 @@ const { values: args } = parseArgs({
     only: { type: "string" },
     repeat: { type: "string", default: "1" },
     gc: { type: "boolean", default: false },
-    api: { type: "string" }
+    api: { type: "string" },
+    out: { type: "string" }
   }
 })
 
@@ -92,13 +95,44 @@ const callgrind = (pid: number, command: string) => {
   }
 }
 
-const count = async (system: System, clickhouse: string, requests: number, warmup: number, connections: number) => {
+/**
+ * Queries ClickHouse has run, this one included. Under callgrind the server is ~100× slower and ClickHouse is not,
+ * so a coalesced run has fewer callers than under wrk: the count's share of per-run work depends on it.
+ */
+/** Where a count's per-function profile goes: nowhere, unless `--out DIR` asks for it (read it with callgrind_annotate). */
+const outFile = (system: System, round: number) =>
+  args.out === undefined ? "/dev/null" : Path.resolve(args.out, `callgrind.${system.id}.${round + 1}`)
+
+/** Where a count's instructions went, by what ran them, from its per-function profile (thousands per request). */
+const categories: ReadonlyArray<readonly [string, RegExp]> = [
+  ["JIT compiler", /compiler::|Compiler|OptimizedCompilation|Turbofan|[Mm]aglev/],
+  ["GC", /Scaveng|MarkCompact|Marking|Sweep|Evacuat|heap::base|IteratePointers|Heap::|MemoryChunk|RememberedSet|SlotSet|Pretenuring/],
+  ["V8 builtins", /Builtins_/],
+  ["JIT code", /^\?\?\?:0x[0-9a-f]+/]
+]
+
+const breakdown = (file: string, requests: number): string => {
+  const annotated = spawnSync("callgrind_annotate", ["--threshold=100", file], { encoding: "utf8", maxBuffer: 1 << 28 }).stdout
+  const totals = new Map<string, number>()
+  for (const line of annotated.split("\n")) {
+    const match = /^\s*([\d,]+) \([^)]*\)\s+(.*)$/.exec(line)
+    if (match === null || match[2]!.includes("PROGRAM TOTALS")) continue
+    const name = categories.find(([, pattern]) => pattern.test(match[2]!))?.[0] ?? "other native (V8 runtime, Node, libuv, libc)"
+    totals.set(name, (totals.get(name) ?? 0) + Number(match[1]!.replaceAll(",", "")))
+  }
+  return [...totals].sort((a, b) => b[1] - a[1]).map(([name, n]) => `${name} ${Math.round(n / requests / 1000)}k`).join(", ")
+}
+
+const queriesRun = async (clickhouse: string) =>
+  Number(await ClickHouse.query(clickhouse, "SELECT value FROM system.events WHERE event = 'Query'"))
+
+const count = async (system: System, clickhouse: string, requests: number, warmup: number, connections: number, round: number) => {
   const port = await freePort()
   const log = Path.join(root, `bench-results/logs/instructions-${system.id}.log`)
   Fs.mkdirSync(Path.dirname(log), { recursive: true })
   const child = spawn(
     "valgrind",
-    ["--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null", "--log-file=" + log,
+    ["--tool=callgrind", "--instr-atstart=no", `--callgrind-out-file=${outFile(system, round)}`, "--log-file=" + log,
       "node", ...(args.gc ? ["--expose-gc", "--import", Path.join(root, "scripts/bench/gc-on-signal.mjs")] : []), system.script],
     { cwd: system.cwd ?? root, stdio: "ignore", env: { ...process.env, PORT: String(port), CLICKHOUSE_URL: clickhouse, LOG_LEVEL: "Warning", ...system.env } }
   )
@@ -117,14 +151,17 @@ const count = async (system: System, clickhouse: string, requests: number, warmu
       process.kill(child.pid!, "SIGUSR2")
       await sleep(2000)
     }
+    const queriesBefore = await queriesRun(clickhouse)
     callgrind(child.pid!, "--instr=on")
     const wrong = await load(url, requests, connections, system.body)
     callgrind(child.pid!, "--instr=off")
+    // Less the one that read the counter before.
+    const queries = await queriesRun(clickhouse) - queriesBefore - 1
     child.kill("SIGTERM")
     await new Promise((resolve) => child.once("exit", resolve))
     const collected = /Collected : (\d+)/.exec(Fs.readFileSync(log, "utf8"))?.[1]
     if (collected === undefined) throw new Error(`no count in ${log}`)
-    return { perRequest: Number(collected) / requests, wrong: wrong + wrongBefore }
+    return { perRequest: Number(collected) / requests, queriesPerRequest: queries / requests, wrong: wrong + wrongBefore }
   } finally {
     child.kill("SIGKILL")
   }
@@ -135,6 +172,7 @@ const main = async () => {
   spawnSync("npx", ["tsc", "-b", "tsconfig.build.json"], { cwd: root, stdio: "inherit" })
   const [requests, warmup, connections] = [Number(args.requests), Number(args.warmup), Number(args.connections)]
   const only = args.only?.split(",")
+  if (args.out !== undefined) Fs.mkdirSync(args.out, { recursive: true })
   const clickhouse = ClickHouse.start()
   const results = new Map<string, number>()
   try {
@@ -148,10 +186,13 @@ const main = async () => {
     const counts = new Map<string, Array<number>>()
     for (let round = 0; round < repeat; round++) {
       for (const system of chosen) {
-        const { perRequest, wrong } = await count(system, clickhouse, requests, warmup, connections)
+        const { perRequest, queriesPerRequest, wrong } = await count(system, clickhouse, requests, warmup, connections, round)
         counts.set(system.id, [...(counts.get(system.id) ?? []), perRequest])
-        if (repeat > 1) console.log(`  (${system.id}) count ${round + 1}: ${Math.round(perRequest / 1000)}k, ${wrong} wrong answers`)
-        if (wrong > 0) console.log(`  (${system.id}): ${wrong} wrong answers`)
+        console.log(
+          `  (${system.id}) count ${round + 1}: ${Math.round(perRequest / 1000)}k, ${wrong} wrong answers, ` +
+            `${queriesPerRequest.toFixed(3)} ClickHouse queries per request`
+        )
+        if (args.out !== undefined) console.log(`    ${breakdown(outFile(system, round), requests)}`)
       }
     }
     for (const system of chosen) {
