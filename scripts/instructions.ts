@@ -95,15 +95,11 @@ const callgrind = (pid: number, command: string) => {
   }
 }
 
-/**
- * Queries ClickHouse has run, this one included. Under callgrind the server is ~100× slower and ClickHouse is not,
- * so a coalesced run has fewer callers than under wrk: the count's share of per-run work depends on it.
- */
 /** Where a count's per-function profile goes: nowhere, unless `--out DIR` asks for it (read it with callgrind_annotate). */
 const outFile = (system: System, round: number) =>
   args.out === undefined ? "/dev/null" : Path.resolve(args.out, `callgrind.${system.id}.${round + 1}`)
 
-/** Where a count's instructions went, by what ran them, from its per-function profile (thousands per request). */
+/** What ran a count's instructions, by function name in its per-function profile; the rest is "other native". */
 const categories: ReadonlyArray<readonly [string, RegExp]> = [
   ["JIT compiler", /compiler::|Compiler|OptimizedCompilation|Turbofan|[Mm]aglev/],
   ["GC", /Scaveng|MarkCompact|Marking|Sweep|Evacuat|heap::base|IteratePointers|Heap::|MemoryChunk|RememberedSet|SlotSet|Pretenuring/],
@@ -111,6 +107,7 @@ const categories: ReadonlyArray<readonly [string, RegExp]> = [
   ["JIT code", /^\?\?\?:0x[0-9a-f]+/]
 ]
 
+/** Thousands of instructions per request, by what ran them. */
 const breakdown = (file: string, requests: number): string => {
   const annotated = spawnSync("callgrind_annotate", ["--threshold=100", file], { encoding: "utf8", maxBuffer: 1 << 28 }).stdout
   const totals = new Map<string, number>()
@@ -123,6 +120,10 @@ const breakdown = (file: string, requests: number): string => {
   return [...totals].sort((a, b) => b[1] - a[1]).map(([name, n]) => `${name} ${Math.round(n / requests / 1000)}k`).join(", ")
 }
 
+/**
+ * Queries ClickHouse has run, this one included. Under callgrind the server is ~100× slower and ClickHouse is not,
+ * so a coalesced run has fewer callers than under wrk: the count's share of per-run work depends on it.
+ */
 const queriesRun = async (clickhouse: string) =>
   Number(await ClickHouse.query(clickhouse, "SELECT value FROM system.events WHERE event = 'Query'"))
 
@@ -155,7 +156,7 @@ const count = async (system: System, clickhouse: string, requests: number, warmu
     callgrind(child.pid!, "--instr=on")
     const wrong = await load(url, requests, connections, system.body)
     callgrind(child.pid!, "--instr=off")
-    // Less the one that read the counter before.
+    // Less the query that read the counter the second time.
     const queries = await queriesRun(clickhouse) - queriesBefore - 1
     child.kill("SIGTERM")
     await new Promise((resolve) => child.once("exit", resolve))
