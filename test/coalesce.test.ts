@@ -8,6 +8,9 @@ const settle = Effect.repeatN(Effect.yieldNow(), 50)
 
 const fresh: CoalesceOptions = { coalesce: true, ttl: Duration.zero }
 
+/** The default time a run whose callers all left may go on. */
+const grace = Duration.millis(100)
+
 /**
  * A read whose runs we count and hold: run n answers n once its gate opens.
  * `started` and `ended` count runs; `interrupted` counts runs cancelled midway.
@@ -126,7 +129,10 @@ describe("fresh-read coalescing", () => {
       yield* settle
       yield* Fiber.interrupt(first)
       yield* settle
-      // Run 1 lost its only caller and was cancelled; run 2 (for a and b) started after it stopped.
+      // Run 1 lost its only caller: it goes on for the grace, then it is stopped and run 2 (for a and b) starts.
+      expect(yield* Ref.get(r.interrupted)).toBe(0)
+      expect(yield* Ref.get(r.started)).toBe(1)
+      yield* TestClock.adjust(grace)
       expect(yield* Ref.get(r.interrupted)).toBe(1)
       expect(yield* Ref.get(r.started)).toBe(2)
       yield* Fiber.interrupt(a)
@@ -142,8 +148,41 @@ describe("fresh-read coalescing", () => {
       yield* settle
       yield* Fiber.interruptAll(queued)
       yield* Fiber.interrupt(first)
-      yield* settle
+      yield* TestClock.adjust(grace)
       expect(yield* Ref.get(r.started)).toBe(1)
+      expect(yield* Ref.get(r.interrupted)).toBe(1)
+      expect(c.active()).toBe(0)
+    }))
+
+  it.scoped("a run whose callers all left may end by itself within the grace; callers that come meanwhile wait for the next run", () =>
+    Effect.gen(function*() {
+      const { c, r, first } = yield* runInFlight
+      yield* Fiber.interrupt(first)
+      yield* TestClock.adjust(Duration.subtract(grace, Duration.millis(1)))
+      const late = yield* Effect.fork(c.run("k", r.read))
+      yield* settle
+      // The orphaned run 1 still holds the key: the late caller may not share it (it started before the caller came).
+      expect(yield* Ref.get(r.started)).toBe(1)
+      yield* r.open(1)
+      yield* settle
+      expect(yield* Ref.get(r.interrupted)).toBe(0)
+      expect(yield* Ref.get(r.ended)).toBe(1)
+      expect(yield* Ref.get(r.started)).toBe(2)
+      yield* r.open(2)
+      expect(yield* Fiber.join(late)).toBe(2)
+      // Its timer went with it: nothing is stopped later.
+      yield* TestClock.adjust(grace)
+      expect(yield* Ref.get(r.interrupted)).toBe(0)
+      expect(c.active()).toBe(0)
+    }))
+
+  it.scoped("with no grace, a run is stopped as its last caller leaves", () =>
+    Effect.gen(function*() {
+      const c = yield* makeCoalescer({ ...fresh, orphanGrace: Duration.zero })
+      const r = yield* gatedRead
+      const first = yield* Effect.fork(c.run("k", r.read))
+      yield* settle
+      yield* Fiber.interrupt(first)
       expect(yield* Ref.get(r.interrupted)).toBe(1)
       expect(c.active()).toBe(0)
     }))

@@ -20,7 +20,10 @@ const none = () => {}
  * next run, which starts as soon as the current one ends and serves every caller that arrived meanwhile.
  * So every answer comes from a run that started after its caller arrived: a caller that wrote and then
  * reads sees its write. Failures are shared like values. A caller that is interrupted, or whose request
- * passes its deadline (it then gets `expired`), leaves; the run is interrupted only when its last caller leaves.
+ * passes its deadline (it then gets `expired`), leaves. A run whose last caller left is given `orphanGrace` to
+ * end by itself and is interrupted after that: stopping a ClickHouse read (the request aborted, KILL QUERY
+ * sent, a new connection for the next one) costs more than a short read that ends. When many clients leave at
+ * once, every request they left behind would otherwise start a run and stop it at once, one after the other.
  * Waiting costs no fiber: a run's callers are callbacks it calls when it ends.
  *
  * With a TTL, a successful answer is also reused while its run started less than `ttl` ago: answers may
@@ -42,6 +45,8 @@ export interface CoalesceOptions {
   readonly ttl: Duration.Duration
   /** Most cached answers kept; the oldest entry goes first. */
   readonly maxCached?: number
+  /** How long a run may go on once its last caller left (default 100 ms). Zero: it is stopped at once. */
+  readonly orphanGrace?: Duration.Duration
 }
 
 /** A caller waiting for a run: when its request must be answered, and how to answer it. */
@@ -58,7 +63,7 @@ interface Batch {
   waiters: number
   startedAt: number
   fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
-  /** One timer per batch, for its callers' earliest deadline, rather than one per caller. */
+  /** One timer per batch: for its callers' earliest deadline, or, once they all left, for stopping it. */
   timerAt: number
   cancelTimer: () => void
 }
@@ -83,6 +88,7 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
     yield* Effect.addFinalizer(() => Effect.suspend(() => Fiber.interruptAll([...runs])))
     const ttl = Duration.toMillis(options.ttl)
     const maxCached = options.maxCached ?? 10_000
+    const orphanGraceMs = Duration.toMillis(options.orphanGrace ?? Duration.millis(100))
     const slots = new Map<string, Slot>()
     const cache = new Map<string, Cached>()
 
@@ -150,7 +156,7 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
     }
 
     const leave = (key: string, batch: Batch): Effect.Effect<void> =>
-      Effect.suspend(() => {
+      Effect.withFiberRuntime((caller) => {
         batch.waiters--
         if (batch.waiters > 0) return Effect.void
         batch.cancelTimer()
@@ -159,7 +165,15 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
           slot.next = undefined
           return Effect.void
         }
-        return slot?.running === batch && batch.fiber !== undefined ? Fiber.interrupt(batch.fiber) : Effect.void
+        const fiber = batch.fiber
+        if (slot?.running !== batch || fiber === undefined) return Effect.void
+        if (orphanGraceMs <= 0) return Fiber.interrupt(fiber)
+        // No caller can join a run in flight, so nothing but its end (`finish`) cancels this timer.
+        batch.cancelTimer = after(Context.get(caller.currentDefaultServices, Clock.Clock), orphanGraceMs, () => {
+          batch.cancelTimer = none
+          runFork(Fiber.interrupt(fiber))
+        })
+        return Effect.void
       })
 
     /** Joins the next run for `key`, starting it now if none is in flight. */
