@@ -69,7 +69,12 @@ const make = (listenFirst: boolean) =>
         traced ? (layer) => layer : HttpMiddleware.withTracerDisabledWhen(() => true)
       )
       // Built bottom up, released top down: serving stops, in-flight requests drain, then ClickHouse closes.
-      const served = Layer.merge(api.pipe(Layer.provide(server.drain)), metricsServer(serverSettings, analytics.http))
+      // The two servers one after the other, not `Layer.merge`: merged layers are built in forked fibers, and every
+      // request fiber of a server built in one would carry its fork-scope override (a fiber ref more to copy on
+      // each of the request's ref writes).
+      const served = metricsServer(serverSettings, analytics.http).pipe(
+        Layer.provideMerge(api.pipe(Layer.provide(server.drain)))
+      )
       const services = Analytics.layer(analytics)
       return (listenFirst
         ? served.pipe(Layer.provide(services), Layer.provide(server.listen))
