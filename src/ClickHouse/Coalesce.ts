@@ -156,7 +156,7 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
     }
 
     const leave = (key: string, batch: Batch): Effect.Effect<void> =>
-      Effect.withFiberRuntime((caller) => {
+      Effect.withFiberRuntime((leaving) => {
         batch.waiters--
         if (batch.waiters > 0) return Effect.void
         batch.cancelTimer()
@@ -169,7 +169,7 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
         if (slot?.running !== batch || fiber === undefined) return Effect.void
         if (orphanGraceMs <= 0) return Fiber.interrupt(fiber)
         // No caller can join a run in flight, so nothing but its end (`finish`) cancels this timer.
-        batch.cancelTimer = after(Context.get(caller.currentDefaultServices, Clock.Clock), orphanGraceMs, () => {
+        batch.cancelTimer = after(Context.get(leaving.currentDefaultServices, Clock.Clock), orphanGraceMs, () => {
           batch.cancelTimer = none
           runFork(Fiber.interrupt(fiber))
         })
