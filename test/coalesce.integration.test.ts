@@ -1,8 +1,10 @@
+import { HttpServer } from "@effect/platform"
 import { expect, layer } from "@effect/vitest"
 import { Effect, FastCheck, Layer, Schema } from "effect"
+import * as Net from "node:net"
 import { ClickHouse, layer as clickHouseLayer } from "../src/ClickHouse/ClickHouse.ts"
 import { qualifiedName } from "../src/Config.ts"
-import { config, describeReal, embeddedBackend, getTotal, quietLogs, remoteBackend, stack, uniqueTable, withSchema } from "./support/layers.ts"
+import { config, describeReal, embeddedBackend, getJson, getTotal, quietLogs, remoteBackend, stack, uniqueTable, withSchema } from "./support/layers.ts"
 import { resetTo } from "./support/suites.ts"
 
 const remoteTable = uniqueTable("coalesce")
@@ -62,6 +64,45 @@ describeReal("coalescing on the real server", () => {
         }),
       { fastCheck: { numRuns: 20 } }
     )
+  })
+})
+
+/** Opens `n` connections at once; each sends one GET and closes its side at once, before any answer can come. */
+const leaveAtOnce = (port: number, n: number) =>
+  Promise.all(Array.from({ length: n }, () =>
+    new Promise<void>((resolve) => {
+      const socket = Net.connect(port, "127.0.0.1", () => socket.end("GET /api/metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
+      socket.on("error", () => resolve())
+      socket.on("close", () => resolve())
+      socket.resume()
+    })))
+
+/** Tries stopped before their end (request aborted or KILL QUERY sent), from the app's own /metrics. */
+const cancelledTries = getJson("/metrics").pipe(
+  Effect.map(({ text }) =>
+    text.split("\n")
+      .filter((line) => line.startsWith("analytics_clickhouse_cancelled_total{"))
+      .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0)
+  )
+)
+
+const leftTable = uniqueTable("left")
+
+describeReal("clients that leave all at once", () => {
+  layer(stack(config(remoteBackend(), { poolSize: 2 }), leftTable), { excludeTestServices: true })("over HTTP", (it) => {
+    it.effect("the reads their buffered requests started end by themselves, not killed one by one; the API answers after", () =>
+      Effect.gen(function*() {
+        const server = yield* HttpServer.HttpServer
+        const port = (server.address as HttpServer.TcpAddress).port
+        const before = yield* cancelledTries
+        yield* Effect.promise(() => leaveAtOnce(port, 200))
+        // Past the coalescer's grace for a run whose callers all left.
+        yield* Effect.sleep("1 second")
+        // Stopped at once, each request would cost an aborted query and a KILL QUERY (400 here). A run slower than
+        // the grace on a loaded machine may still be stopped: a few, not one per request.
+        expect((yield* cancelledTries) - before).toBeLessThan(20)
+        expect(yield* getTotal()).toBe(0)
+      }))
   })
 })
 
