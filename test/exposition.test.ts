@@ -58,11 +58,12 @@ describe("the Prometheus exposition", () => {
     await check(exposition)
   })
 
-  it("names a counter that only goes up `_total`, writes one that may go down as a gauge, and leaves Effect's own out", async () => {
+  it("names a counter that only goes up `_total`, writes one that may go down as a gauge, mends names Prometheus refuses, and leaves Effect's own out", async () => {
     Metric.counter("exposition_ups", { incremental: true }).unsafeUpdate(3, [])
     Metric.counter("exposition_level").unsafeUpdate(-2, [])
     Metric.gauge("exposition_ratio").unsafeUpdate(0.25, [])
     Metric.counter("effect_exposition_internal").unsafeUpdate(1, [])
+    Metric.gauge("exposition odd-name").unsafeUpdate(1, [MetricLabel.make("odd:key-1", "v")])
     const exposition = text()
     expect(linesOf(exposition, "exposition_ups")).toEqual([
       "# HELP exposition_ups_total exposition_ups_total",
@@ -76,6 +77,7 @@ describe("the Prometheus exposition", () => {
     ])
     expect(exposition).toContain("\nexposition_ratio 0.25\n")
     expect(exposition).not.toContain("effect_exposition_internal")
+    expect(exposition).toContain("\nexposition_odd_name{odd_key_1=\"v\"} 1\n")
     await check(exposition)
   })
 })
