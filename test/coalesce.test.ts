@@ -176,6 +176,27 @@ describe("fresh-read coalescing", () => {
       expect(c.active()).toBe(0)
     }))
 
+  it.scoped("a caller that gives up through Effect.timeout leaves though its own fiber goes on; the orphaned run stops after the grace", () =>
+    Effect.gen(function*() {
+      const c = yield* makeCoalescer(fresh)
+      const r = yield* gatedRead
+      const caller = yield* Effect.fork(
+        c.run("k", r.read).pipe(Effect.timeout(Duration.seconds(1)), Effect.either, Effect.zipLeft(Effect.sleep(Duration.seconds(60))))
+      )
+      yield* settle
+      yield* TestClock.adjust(Duration.seconds(1))
+      yield* settle
+      // The caller's fiber is still running (waiting a minute), yet the read it gave up on lost its only caller.
+      expect(caller.unsafePoll()).toBeNull()
+      expect(c.active()).toBe(1)
+      yield* TestClock.adjust(grace)
+      yield* settle
+      expect(yield* Ref.get(r.interrupted)).toBe(1)
+      expect(c.active()).toBe(0)
+      yield* TestClock.adjust(Duration.seconds(60))
+      expect((yield* Fiber.join(caller))._tag).toBe("Left")
+    }))
+
   it.scoped("with no grace, a run is stopped as its last caller leaves", () =>
     Effect.gen(function*() {
       const c = yield* makeCoalescer({ ...fresh, orphanGrace: Duration.zero })
@@ -183,6 +204,8 @@ describe("fresh-read coalescing", () => {
       const first = yield* Effect.fork(c.run("k", r.read))
       yield* settle
       yield* Fiber.interrupt(first)
+      // The caller leaves as its fiber ends; the owner stops the run, which the caller's interrupter does not wait for.
+      yield* settle
       expect(yield* Ref.get(r.interrupted)).toBe(1)
       expect(c.active()).toBe(0)
     }))

@@ -19,8 +19,8 @@ const none = () => {}
  * At most one run per key is in flight. A caller that arrives while a run is in flight waits for the
  * next run, which starts as soon as the current one ends and serves every caller that arrived meanwhile.
  * So every answer comes from a run that started after its caller arrived: a caller that wrote and then
- * reads sees its write. Failures are shared like values. A caller that is interrupted, or whose request
- * passes its deadline (it then gets `expired`), leaves. A run whose last caller left is given `orphanGrace` to
+ * reads sees its write. Failures are shared like values. A caller whose fiber is interrupted leaves when that fiber
+ * ends; one whose request passes its deadline gets `expired` and leaves. A run whose last caller left is given `orphanGrace` to
  * end by itself and is interrupted after that: stopping a ClickHouse read (the request aborted, KILL QUERY
  * sent, a new connection for the next one) costs more than a short read that ends. When many clients leave at
  * once, every request they left behind would otherwise start a run and stop it at once, one after the other.
@@ -155,26 +155,27 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
       if (following !== undefined) start(key, following)
     }
 
-    const leave = (key: string, batch: Batch): Effect.Effect<void> =>
-      Effect.withFiberRuntime((leaving) => {
-        batch.waiters--
-        if (batch.waiters > 0) return Effect.void
-        batch.cancelTimer()
-        const slot = slots.get(key)
-        if (slot?.next === batch) {
-          slot.next = undefined
-          return Effect.void
-        }
-        const fiber = batch.fiber
-        if (slot?.running !== batch || fiber === undefined) return Effect.void
-        if (orphanGraceMs <= 0) return Fiber.interrupt(fiber)
-        // No caller can join a run in flight, so nothing but its end (`finish`) cancels this timer.
-        batch.cancelTimer = after(Context.get(leaving.currentDefaultServices, Clock.Clock), orphanGraceMs, () => {
-          batch.cancelTimer = none
-          runFork(Fiber.interrupt(fiber))
-        })
-        return Effect.void
+    const leave = (key: string, batch: Batch, clock: Clock.Clock): void => {
+      batch.waiters--
+      if (batch.waiters > 0) return
+      batch.cancelTimer()
+      const slot = slots.get(key)
+      if (slot?.next === batch) {
+        slot.next = undefined
+        return
+      }
+      const fiber = batch.fiber
+      if (slot?.running !== batch || fiber === undefined) return
+      if (orphanGraceMs <= 0) {
+        runFork(Fiber.interrupt(fiber))
+        return
+      }
+      // No caller can join a run in flight, so nothing but its end (`finish`) cancels this timer.
+      batch.cancelTimer = after(clock, orphanGraceMs, () => {
+        batch.cancelTimer = none
+        runFork(Fiber.interrupt(fiber))
       })
+    }
 
     /** Joins the next run for `key`, starting it now if none is in flight. */
     const enlist = (
@@ -217,7 +218,8 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
       for (const caller of batch.callers) {
         if (caller.deadline <= now) {
           batch.callers.delete(caller)
-          caller.resume(Effect.zipRight(leave(key, batch), Effect.fail(caller.expired!())))
+          leave(key, batch, clock)
+          caller.resume(Effect.fail(caller.expired!()))
         } else {
           next = Math.min(next, caller.deadline)
         }
@@ -225,7 +227,11 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
       if (Number.isFinite(next)) arm(key, batch, clock, next)
     }
 
-    /** Joins a run and waits for its answer (or the request's deadline): one callback, no fiber or timer of its own. */
+    /**
+     * Joins a run and waits for its answer (or the request's deadline): one callback, no fiber or timer of its own.
+     * A caller that is interrupted leaves when its fiber ends (an observer of the fiber, not a canceller: Effect wraps
+     * an `async` with a canceller in an interrupt handler, about ten steps and four stack frames more per caller).
+     */
     const join = <A, E>(
       fiber: Fiber.RuntimeFiber<A, E>,
       key: string,
@@ -236,10 +242,21 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
         const batch = enlist(key, effect, fiber.currentSpan, fiber.getFiberRef(FiberRef.currentTracerEnabled))
         if (batch.exit !== undefined) return resume(batch.exit as Exit.Exit<A, E>)
         const deadline = expired === undefined ? Number.POSITIVE_INFINITY : fiber.getFiberRef(requestDeadline)
-        const caller: Caller = { deadline, resume: resume as Caller["resume"], expired }
+        const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
+        const gone = () => {
+          if (batch.callers.delete(caller)) leave(key, batch, clock)
+        }
+        const caller: Caller = {
+          deadline,
+          resume: (answer) => {
+            fiber.removeObserver(gone)
+            resume(answer as Effect.Effect<A, E>)
+          },
+          expired
+        }
+        fiber.addObserver(gone)
         batch.callers.add(caller)
-        if (Number.isFinite(deadline)) arm(key, batch, Context.get(fiber.currentDefaultServices, Clock.Clock), deadline)
-        return Effect.suspend(() => batch.callers.delete(caller) ? leave(key, batch) : Effect.void)
+        if (Number.isFinite(deadline)) arm(key, batch, clock, deadline)
       })
 
     // Two steps per caller when untraced: one to read its fiber, one to wait.
