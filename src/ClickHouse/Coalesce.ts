@@ -19,11 +19,12 @@ const none = () => {}
  * At most one run per key is in flight. A caller that arrives while a run is in flight waits for the
  * next run, which starts as soon as the current one ends and serves every caller that arrived meanwhile.
  * So every answer comes from a run that started after its caller arrived: a caller that wrote and then
- * reads sees its write. Failures are shared like values. A caller whose fiber is interrupted leaves when that fiber
- * ends; one whose request passes its deadline gets `expired` and leaves. A run whose last caller left is given `orphanGrace` to
- * end by itself and is interrupted after that: stopping a ClickHouse read (the request aborted, KILL QUERY
- * sent, a new connection for the next one) costs more than a short read that ends. When many clients leave at
- * once, every request they left behind would otherwise start a run and stop it at once, one after the other.
+ * reads sees its write. Failures are shared like values. A caller whose fiber is interrupted leaves when that
+ * fiber ends; one whose request passes its deadline gets `expired` and leaves. A run whose last caller left is
+ * given `orphanGrace` to end by itself and is interrupted after that: stopping a ClickHouse read (the request
+ * aborted, KILL QUERY sent, a new connection for the next one) costs more than a short read that ends. When many
+ * clients leave at once, every request they left behind would otherwise start a run and stop it at once, one
+ * after the other.
  * Waiting costs no fiber: a run's callers are callbacks it calls when it ends.
  *
  * With a TTL, a successful answer is also reused while its run started less than `ttl` ago: answers may
