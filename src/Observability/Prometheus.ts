@@ -51,12 +51,10 @@ type Key = MetricKey.MetricKey.Untyped
 const familyOf = (key: Key): { readonly name: string; readonly type: string } => {
   const name = sanitize(key.name)
   const type = key.keyType
-  if (MetricKeyType.isCounterKey(type)) {
-    // A counter that may go down is a gauge to Prometheus; one that only goes up is named `_total`.
-    if (!type.incremental) return { name, type: "gauge" }
-    return { name: name.endsWith("_total") ? name : `${name}_total`, type: "counter" }
-  }
-  if (MetricKeyType.isFrequencyKey(type)) return { name: name.endsWith("_total") ? name : `${name}_total`, type: "counter" }
+  // A counter that only goes up is named `_total`; one that may go down is a gauge to Prometheus.
+  const counter = { name: name.endsWith("_total") ? name : `${name}_total`, type: "counter" }
+  if (MetricKeyType.isCounterKey(type)) return type.incremental ? counter : { name, type: "gauge" }
+  if (MetricKeyType.isFrequencyKey(type)) return counter
   if (MetricKeyType.isHistogramKey(type)) return { name, type: "histogram" }
   if (MetricKeyType.isSummaryKey(type)) return { name, type: "summary" }
   return { name, type: "gauge" }
@@ -66,7 +64,8 @@ const familyOf = (key: Key): { readonly name: string; readonly type: string } =>
 const samples = (name: string, tags: ReadonlyArray<MetricLabel.MetricLabel>, state: MetricState.MetricState.Untyped) => {
   if (MetricState.isCounterState(state)) return [`${name}${labels(tags)} ${number(state.count)}`]
   if (MetricState.isGaugeState(state)) return [`${name}${labels(tags)} ${number(state.value)}`]
-  const totals = (sum: number, count: number) => [`${name}_sum${labels(tags)} ${number(sum)}`, `${name}_count${labels(tags)} ${count}`]
+  const own = labels(tags)
+  const totals = (sum: number, count: number) => [`${name}_sum${own} ${number(sum)}`, `${name}_count${own} ${count}`]
   if (MetricState.isHistogramState(state)) {
     // Effect's buckets are cumulative already, and the last one is +Inf.
     const buckets = state.buckets.map(([boundary, count]) => `${name}_bucket${labels(tags, ["le", number(boundary)])} ${count}`)
