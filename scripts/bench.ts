@@ -2,7 +2,7 @@
  * Load-tests GET /api/metrics against its alternatives, under the same load, on a real ClickHouse server.
  *   npm run bench                       full: c=10,100,1000 (1 s warm-up + 7 s each), bursts of 2000, 5M rows, pool sizes
  *   npm run bench -- --quick            about 2.5 minutes: c=100 (1 s warm-up + 2 s), bursts of 300, 500k rows, no pools
- *   options: --duration S  --only a,c,e  --scenarios metrics,c100,burst,cold,warm  --pools 1,2,4,8,16  --no-pools
+ *   options: --duration S  --only a,c,e  --scenarios metrics,c100,burst,cold,warm,idle  --pools 1,2,4,8,16  --no-pools
  *            --connections 100,1000  --burst N  --rows N  --no-build
  * Timed runs are wrk (-t2, scripts/bench/check.lua checks every body), each after a discarded wrk run of the
  * same connections. Bursts are Node's (raw node:net, one request per connection): cold, on a fresh process
@@ -17,6 +17,8 @@
  * (k) the API as (f) with WORKERS=2 (node:cluster: a primary and two workers behind one port; RSS summed over the three).
  * A timed run where (d) does not reach 4× (g) is VOID: the load generator set the pace. The report starts with
  * the targets, computed from the same run.
+ * Idle memory (--scenarios idle): (f) and (g) started side by side and left idle for a minute, VmRSS read every
+ * second (scripts/bench/idle.ts).
  * Writes a Markdown report to stdout and bench-results/{<timestamp>,latest}.json, latest.md, latest.svg.
  */
 import { spawn } from "node:child_process"
@@ -36,6 +38,7 @@ import {
   scenarioTitle,
   type Settings
 } from "./bench/report.ts"
+import { benchIdle, type IdleReport } from "./bench/idle.ts"
 import { benchSeries, type SeriesOutcome, seriesMarkdown } from "./bench/series.ts"
 import {
   checkFor,
@@ -88,6 +91,8 @@ const timeoutS = quick ? 10 : 60
 const only = list(args.only)
 const chosen = systems.filter((s) => only === undefined || only.includes(s.id))
 const filters = list(args.scenarios)
+/** How long (f) and (g) are left idle for the idle-memory readings. */
+const idleWindowS = quick ? 20 : 60
 const pools = quick || args["no-pools"] ? [] : (list(args.pools) ?? []).map(Number)
 
 const loads: ReadonlyArray<Load> = [
@@ -338,6 +343,16 @@ const main = async () => {
   await built
   log(`setup done in ${Math.round((performance.now() - t0) / 1000)} s`)
 
+  let idle: ReadonlyArray<IdleReport> = []
+  const idlePair = chosen.filter((s) => s.id === "f" || s.id === "g")
+  if ((filters === undefined || filters.includes("idle")) && idlePair.length > 0) {
+    log(`idle memory: ${idlePair.map((s) => `(${s.id})`).join(" and ")} side by side, ${idleWindowS} s`)
+    idle = await benchIdle(idlePair, { clickhouse: url, table: "metrics", logDir }, idleWindowS)
+    for (const r of idle) {
+      log(`  (${r.system}): ${r.failure ?? `${r.atStartMb} MB 1 s after ready, ${r.settledMb} MB after ${r.windowS} s`}`)
+    }
+  }
+
   const measured: Array<ScenarioReport> = []
   for (const [i, t] of tables.entries()) {
     const mine = loads.filter((load) => selected(t.table, load)).map((load): ScenarioReport => ({
@@ -357,7 +372,7 @@ const main = async () => {
     })))
   }
   const scenarios = measured.map(withRatios)
-  const targetRows = targets(scenarios, "metrics")
+  const targetRows = targets(scenarios, "metrics", idle)
 
   const poolReports: Array<PoolReport> = []
   const poolLoad: Load = { kind: "duration", connections: 100, seconds: durationS, warmupSeconds: runWarmupS }
@@ -395,6 +410,7 @@ const main = async () => {
     settings,
     scenarios,
     targetRows,
+    idle,
     poolReports,
     `analytics.${bigTable}, c=${poolLoad.connections}, ${durationS} s per size`,
     seriesReport,
@@ -410,6 +426,7 @@ const main = async () => {
       targets: targetRows,
       voidRuns: scenarios.filter((s) => s.void === true).map((s) => s.id),
       scenarios,
+      idle,
       pools: poolReports,
       series: seriesOutcomes
     },

@@ -1,4 +1,5 @@
 /** What a bench run found, and its Markdown rendering. */
+import type { IdleReport } from "./idle.ts"
 import { type Check, errorCount, type Load, type RunResult } from "./load.ts"
 import type { SystemId } from "./systems.ts"
 import type { TargetRow } from "./targets.ts"
@@ -141,6 +142,12 @@ export const poolTable = (pools: ReadonlyArray<PoolReport>): string => {
   }))
 }
 
+export const idleTable = (reports: ReadonlyArray<IdleReport>): string =>
+  table(["system", "RSS MB 1 s after ready", "RSS MB at the end", "steady from"], reports.map((r) =>
+    r.failure !== undefined
+      ? [`(${r.system}) ${r.name}`, `failed: ${r.failure}`, "", ""]
+      : [`(${r.system}) ${r.name}`, mb(r.atStartMb), mb(r.settledMb), r.settledAfterS === null ? "—" : `${r.settledAfterS} s`]))
+
 export const targetsTable = (rows: ReadonlyArray<TargetRow>): string =>
   table(["target", "measured", "result"], rows.map((t) => [t.target, t.measured, t.status]), 3)
 
@@ -150,6 +157,7 @@ export const markdown = (
   settings: Settings,
   scenarios: ReadonlyArray<ScenarioReport>,
   targets: ReadonlyArray<TargetRow>,
+  idle: ReadonlyArray<IdleReport>,
   pools: ReadonlyArray<PoolReport>,
   poolLoad: string | undefined,
   series: string,
@@ -216,6 +224,18 @@ export const markdown = (
     lines.push(`## ${scenarioTitle(s)}`, "", scenarioTable(s), "")
     for (const o of s.outcomes) if (o.note !== undefined) lines.push(`- (${o.system}): ${o.note}`)
     if (s.outcomes.some((o) => o.note !== undefined)) lines.push("")
+  }
+  if (idle.length > 0) {
+    lines.push(
+      `## Idle memory: side by side, left idle ${idle[0]!.windowS} s`,
+      "",
+      idleTable(idle),
+      "",
+      "VmRSS read every second from 1 s after ready; steady from: the first second after which every reading stayed " +
+        "within 2 MB of the last. A process keeps the pages its start-up touched until V8's memory reducer, which waits " +
+        "for it to go quiet, collects and gives them back; the last reading is what the idle process holds.",
+      ""
+    )
   }
   for (const t of settings.tables) {
     const memory = memoryTable(t.table, scenarios)

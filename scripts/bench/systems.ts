@@ -318,7 +318,7 @@ const overTree = (pid: number, of: (pid: number) => number | null) => {
 }
 
 /** VmRSS now, summed over the process and its children. */
-const rssMb = (pid: number) => overTree(pid, ownRssMb)
+export const rssMb = (pid: number) => overTree(pid, ownRssMb)
 
 /** Each process's VmHWM since its reset, summed over the process and its children (an upper bound of their joint peak). */
 export const peakRssMb = (pid: number) => overTree(pid, ownPeakRssMb)
