@@ -1,0 +1,96 @@
+/**
+ * The request edge (Http/Middleware.ts) as a client meets it, over a real socket: an answer carries its request id,
+ * is counted by route, method and status, and gets one log line; a client that leaves before its answer is counted
+ * and logged once as 499, and the work it started is interrupted.
+ */
+import * as HttpRouter from "@effect/platform/HttpRouter"
+import * as HttpServer from "@effect/platform/HttpServer"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import { Effect, HashMap, Layer, Logger, ManagedRuntime } from "effect"
+import * as Http from "node:http"
+import * as Net from "node:net"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { toApp } from "../src/Http/Router.ts"
+import { requestLog } from "../src/Http/Middleware.ts"
+import { expose } from "../src/Observability/Prometheus.ts"
+
+const lines: Array<Record<string, unknown>> = []
+const capture = Logger.make(({ annotations, message }) => {
+  lines.push({ message: Array.isArray(message) ? message.join(" ") : message, ...Object.fromEntries(HashMap.toEntries(annotations)) })
+})
+
+let started = 0
+let interrupted = 0
+const routes = ["/edge/answered", "/edge/never"]
+const router = HttpRouter.empty.pipe(
+  HttpRouter.get("/edge/answered", Effect.succeed(HttpServerResponse.unsafeJson({ ok: true }))),
+  HttpRouter.get(
+    "/edge/never",
+    Effect.sync(() => started++).pipe(
+      Effect.zipRight(Effect.never),
+      Effect.onInterrupt(() => Effect.sync(() => interrupted++))
+    )
+  )
+)
+
+const runtime = ManagedRuntime.make(
+  HttpServer.serve(requestLog(new Set(routes))(toApp(router))).pipe(
+    Layer.provideMerge(NodeHttpServer.layer(() => Http.createServer(), { port: 0, host: "127.0.0.1" })),
+    Layer.provide(Logger.replace(Logger.defaultLogger, capture))
+  )
+)
+let port = 0
+
+beforeAll(async () => {
+  const address = await runtime.runPromise(Effect.map(HttpServer.HttpServer, (server) => server.address))
+  if (address._tag !== "TcpAddress") throw new Error("not a TCP address")
+  port = address.port
+})
+afterAll(() => runtime.dispose())
+
+/** The counter's sample in the exposition, 0 when it has none yet. */
+const count = (route: string, status: string) => {
+  const line = expose({ serviceName: "edge-test", serviceVersion: "0" }).split("\n")
+    .find((l) => l.startsWith(`analytics_http_requests_total{route="${route}",method="GET",status="${status}"} `))
+  return line === undefined ? 0 : Number(line.split(" ").at(-1))
+}
+
+const until = async (what: string, check: () => boolean) => {
+  const since = Date.now()
+  while (!check()) {
+    if (Date.now() - since > 5000) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+describe("request edge", () => {
+  it("an answer carries its request id, is counted once, and is logged once", async () => {
+    const before = count("/edge/answered", "200")
+    const response = await fetch(`http://127.0.0.1:${port}/edge/answered`, { headers: { "x-request-id": "edge-answered-1" } })
+    expect(response.status).toBe(200)
+    expect(response.headers.get("x-request-id")).toBe("edge-answered-1")
+    expect(await response.json()).toEqual({ ok: true })
+    expect(count("/edge/answered", "200") - before).toBe(1)
+    expect(lines.filter((l) => l.requestId === "edge-answered-1")).toEqual([
+      expect.objectContaining({ message: "request", method: "GET", path: "/edge/answered", status: 200 })
+    ])
+  })
+
+  it("a client that leaves is counted and logged once as 499, and its work is interrupted", async () => {
+    const before = count("/edge/never", "499")
+    const socket = Net.connect(port, "127.0.0.1")
+    socket.on("error", () => {})
+    socket.write("GET /edge/never HTTP/1.1\r\nHost: x\r\nx-request-id: edge-left-1\r\n\r\n")
+    await until("the request to start", () => started === 1)
+    socket.destroy()
+    await until("the 499 to be counted", () => count("/edge/never", "499") - before === 1)
+    await until("the work to be interrupted", () => interrupted === 1)
+    // Nothing more comes later.
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(count("/edge/never", "499") - before).toBe(1)
+    expect(lines.filter((l) => l.requestId === "edge-left-1")).toEqual([
+      expect.objectContaining({ message: "request", method: "GET", path: "/edge/never", status: 499 })
+    ])
+  })
+})
