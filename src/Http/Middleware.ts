@@ -7,6 +7,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
 import * as LogLevel from "effect/LogLevel"
+import * as Runtime from "effect/Runtime"
 import { requestDeadline } from "../ClickHouse/Deadline.js"
 import * as Instruments from "../Observability/Instruments.js"
 import { errorCodeOf } from "./ErrorResponse.js"
@@ -17,6 +18,8 @@ const methods: ReadonlySet<string> = new Set(["GET", "HEAD", "POST", "PUT", "PAT
 
 /** A client that went away before its answer. */
 const clientGone = 499
+
+const runtimeFlags = Runtime.defaultRuntime.runtimeFlags
 
 export interface EdgeOptions {
   /** Checked in order before the app runs; the first refusal is the answer. */
@@ -32,7 +35,7 @@ export interface EdgeOptions {
  * `unmatched`), method and status, and its span (when traced) gets the route, the request id and the error code;
  * and, unless `LOG_LEVEL` is above info, every request gets one structured line (method, path, status, ms). A
  * client that goes away is logged and counted with status 499 and its work is interrupted. The guards and the
- * deadline run here too: the edge of every request is one synchronous step and one exit handler.
+ * deadline run here too: the edge of every request is one synchronous step and one continuation.
  */
 export const requestLog = (routes: ReadonlySet<string>, options: EdgeOptions = {}) => {
   const guards = options.guards ?? []
@@ -58,7 +61,10 @@ export const requestLog = (routes: ReadonlySet<string>, options: EdgeOptions = {
         FiberRef.set(requestDeadline, Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis() + timeoutMs),
         app
       )
-      const done = (response: HttpServerResponse.HttpServerResponse | undefined): Effect.Effect<void> => {
+      let answered = false
+      /** Counts the answer (none: the client left) and gives its log line, if lines are wanted. */
+      const done = (response: HttpServerResponse.HttpServerResponse | undefined): Effect.Effect<void> | undefined => {
+        answered = true
         const status = response?.status ?? clientGone
         const code = response === undefined ? undefined : errorCodeOf(response)
         const ms = performance.now() - since
@@ -74,20 +80,25 @@ export const requestLog = (routes: ReadonlySet<string>, options: EdgeOptions = {
           ? Effect.logInfo("request").pipe(
             Effect.annotateLogs({ method: request.method, path: pathOf(request.originalUrl), status, ms: Math.round(ms), requestId })
           )
-          : Effect.void
+          : undefined
       }
-      // `Effect.onExit` and a header added after it, in one exit handler: `app` answers every request itself
-      // (its failures are responses), so a failure here is an interruption (the client left) or a defect.
-      return Effect.uninterruptibleMask((restore) =>
-        Effect.matchCauseEffect(refused === undefined ? restore(admitted) : Effect.succeed(refused), {
-          onFailure: (cause) => Effect.zipRight(done(undefined), Effect.failCause(cause)),
-          onSuccess: (response) => {
-            const answer = HttpServerResponse.setHeader(response, "x-request-id", requestId)
-            const line = done(response)
-            return logged ? Effect.as(line, answer) : Effect.succeed(answer)
-          }
-        })
-      )
+      // A client that leaves interrupts the request's fiber, which then skips every handler but finalizers: its
+      // observer counts it when it ends. (`app` answers every request itself, its failures included, so a fiber
+      // that ends unanswered was interrupted, or died.) Cheaper than a mask and an exit handler on every request.
+      const unanswered = () => {
+        if (answered) return
+        const line = done(undefined)
+        if (line !== undefined) {
+          Runtime.runFork(Runtime.make({ context: fiber.currentContext, fiberRefs: fiber.getFiberRefs(), runtimeFlags }))(line)
+        }
+      }
+      fiber.addObserver(unanswered)
+      return Effect.flatMap(refused === undefined ? admitted : Effect.succeed(refused), (response) => {
+        fiber.removeObserver(unanswered)
+        const answer = HttpServerResponse.setHeader(response, "x-request-id", requestId)
+        const line = done(response)
+        return line === undefined ? Effect.succeed(answer) : Effect.as(Effect.uninterruptible(line), answer)
+      })
     })
   )
 }
