@@ -27,7 +27,9 @@ export const benchIdle = async (
   target: Target,
   windowS: number
 ): Promise<ReadonlyArray<IdleReport>> => {
-  const started = await Promise.all(pair.map((system) => start(system, target).catch((error: unknown) => error as Error)))
+  const started = await Promise.all(pair.map((system) =>
+    start(system, target).catch((error: unknown) => new Error(error instanceof Error ? error.message : String(error)))
+  ))
   try {
     // Index s holds the reading s + 1 seconds after ready; the first is start's own.
     const readings = started.map((r) => (r instanceof Error ? [] : [r.idleRssMb]))
