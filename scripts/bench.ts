@@ -3,7 +3,7 @@
  *   npm run bench                       full: c=10,100,1000 (1 s warm-up + 7 s each), bursts of 2000, 5M rows, pool sizes
  *   npm run bench -- --quick            about 2.5 minutes: c=100 (1 s warm-up + 2 s), bursts of 300, 500k rows, no pools
  *   options: --duration S  --only a,c,e  --scenarios metrics,c100,burst,cold,warm,idle  --pools 1,2,4,8,16  --no-pools
- *            --connections 100,1000  --burst N  --rows N  --no-build
+ *            --connections 100,1000  --burst N  --rows N  --no-build  --rounds N
  * Timed runs are wrk (-t2, scripts/bench/check.lua checks every body), each after a discarded wrk run of the
  * same connections. Bursts are Node's (raw node:net, one request per connection): cold, on a fresh process
  * before any request to the measured path, and warm, after the timed runs on the same process.
@@ -17,6 +17,9 @@
  * (k) the API as (f) with WORKERS=2 (node:cluster: a primary and two workers behind one port; RSS summed over the three).
  * A timed run where (d) does not reach 4× (g) is VOID: the load generator set the pace. The report starts with
  * the targets, computed from the same run.
+ * Rounds (--scenarios rounds, --rounds N, 3 in a full run): (d), (g), (i), (f), (j) at c=100 and 1000, (h) and (e)
+ * at c=100, each round on fresh processes one after the other; the targets' ratios are medians over the rounds of
+ * ratios within a round (scripts/bench/rounds.ts).
  * Idle memory (--scenarios idle): (f) and (g) started side by side and left idle for a minute, VmRSS read every
  * second (scripts/bench/idle.ts).
  * Writes a Markdown report to stdout and bench-results/{<timestamp>,latest}.json, latest.md, latest.svg.
@@ -39,6 +42,7 @@ import {
   type Settings
 } from "./bench/report.ts"
 import { benchIdle, type IdleReport } from "./bench/idle.ts"
+import { benchRounds, roundsMarkdown, type RoundsReport } from "./bench/rounds.ts"
 import { benchSeries, type SeriesOutcome, seriesMarkdown } from "./bench/series.ts"
 import {
   checkFor,
@@ -64,7 +68,8 @@ const { values: args } = parseArgs({
     rows: { type: "string" },
     connections: { type: "string" },
     burst: { type: "string" },
-    "no-build": { type: "boolean", default: false }
+    "no-build": { type: "boolean", default: false },
+    rounds: { type: "string" }
   }
 })
 
@@ -91,6 +96,8 @@ const timeoutS = quick ? 10 : 60
 const only = list(args.only)
 const chosen = systems.filter((s) => only === undefined || only.includes(s.id))
 const filters = list(args.scenarios)
+/** Interleaved rounds for the targets' ratios (scripts/bench/rounds.ts); none in quick mode unless asked. */
+const roundCount = Number(args.rounds ?? (quick ? 0 : 3))
 /** How long (f) and (g) are left idle for the idle-memory readings. */
 const idleWindowS = quick ? 20 : 60
 const pools = quick || args["no-pools"] ? [] : (list(args.pools) ?? []).map(Number)
@@ -372,7 +379,30 @@ const main = async () => {
     })))
   }
   const scenarios = measured.map(withRatios)
-  const targetRows = targets(scenarios, "metrics", idle)
+
+  let rounds: RoundsReport | undefined
+  const roundLoads = connections.filter((c) => c === 100 || c === 1000)
+  if ((filters === undefined || filters.includes("rounds")) && roundCount > 0 && roundLoads.length > 0) {
+    // (e) and (h) only where their target is (c=100); (d) for the void rule.
+    const plan = (["d", "g", "i", "f", "j", "h", "e"] as const).flatMap((id) => {
+      const system = chosen.find((s) => s.id === id)
+      const at = id === "e" || id === "h" ? roundLoads.filter((c) => c === 100) : roundLoads
+      return system === undefined || at.length === 0 ? [] : [{ system, connections: at }]
+    })
+    log(`targets in ${roundCount} interleaved rounds: ${plan.map((p) => `(${p.system.id})`).join(" ")} at c=${roundLoads.join(", ")}`)
+    rounds = await benchRounds({
+      plan,
+      target: { clickhouse: url, table: "metrics", logDir },
+      rounds: roundCount,
+      seconds: durationS,
+      warmupSeconds: runWarmupS,
+      timeoutS,
+      check: (system) => checkFor(system, totals.get("metrics") ?? NaN),
+      settle: () => afterWarmup(url),
+      log
+    })
+  }
+  const targetRows = targets(scenarios, "metrics", idle, rounds)
 
   const poolReports: Array<PoolReport> = []
   const poolLoad: Load = { kind: "duration", connections: 100, seconds: durationS, warmupSeconds: runWarmupS }
@@ -411,6 +441,7 @@ const main = async () => {
     scenarios,
     targetRows,
     idle,
+    rounds === undefined ? "" : roundsMarkdown(rounds),
     poolReports,
     `analytics.${bigTable}, c=${poolLoad.connections}, ${durationS} s per size`,
     seriesReport,
@@ -427,6 +458,7 @@ const main = async () => {
       voidRuns: scenarios.filter((s) => s.void === true).map((s) => s.id),
       scenarios,
       idle,
+      rounds,
       pools: poolReports,
       series: seriesOutcomes
     },

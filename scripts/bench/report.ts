@@ -158,6 +158,7 @@ export const markdown = (
   scenarios: ReadonlyArray<ScenarioReport>,
   targets: ReadonlyArray<TargetRow>,
   idle: ReadonlyArray<IdleReport>,
+  rounds: string,
   pools: ReadonlyArray<PoolReport>,
   poolLoad: string | undefined,
   series: string,
@@ -224,6 +225,9 @@ export const markdown = (
     lines.push(`## ${scenarioTitle(s)}`, "", scenarioTable(s), "")
     for (const o of s.outcomes) if (o.note !== undefined) lines.push(`- (${o.system}): ${o.note}`)
     if (s.outcomes.some((o) => o.note !== undefined)) lines.push("")
+  }
+  if (rounds !== "") {
+    lines.push("## Targets in interleaved rounds (analytics.metrics)", "", rounds, "")
   }
   if (idle.length > 0) {
     lines.push(
