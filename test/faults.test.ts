@@ -1,7 +1,7 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { expect, it } from "@effect/vitest"
 import { Duration, Effect, FastCheck, Redacted, Schema } from "effect"
-import { readFileSync } from "node:fs"
+import { mkdirSync, readFileSync, watch } from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
 import { afterAll, beforeAll } from "vitest"
@@ -172,6 +172,30 @@ describeReal("faults between the API and ClickHouse", () => {
       )
       expect(result._tag === "Left" && result.left._tag).toBe("ClickHouseQueryError")
     }).pipe(Effect.provide(clickHouseLayer(config(remoteBackend(url)))), Effect.provide(quietLogs)))
+
+  it.live("a read's answer waits for the query's end in the server's memory, not in a temporary file", () =>
+    Effect.gen(function*() {
+      // The server's files for answers held until the query ends (`tmp_path` of scripts/clickhouse).
+      const buffers = Path.join(dir, "tmp", "http_buffers")
+      mkdirSync(buffers, { recursive: true })
+      const created: Array<string> = []
+      const watcher = watch(buffers, (_event, name) => name !== null && created.push(name))
+      yield* Effect.addFinalizer(() => Effect.sync(() => watcher.close()))
+      const settle = Effect.sleep("300 millis")
+      // The watcher sees them: a plain HTTP read held to its end without a buffer makes one.
+      yield* Effect.promise(() => fetch(`${url}/?query=SELECT%201&wait_end_of_query=1`).then((r) => r.text()))
+      yield* settle
+      expect(created.length).toBeGreaterThan(0)
+      created.length = 0
+      const ch = yield* ClickHouse
+      const reads = Array.from({ length: 20 }, (_, i) =>
+        ch.query(`SELECT toFloat64(sum(number)) + ${i} AS x FROM numbers(1000)`, Schema.Struct({ x: Schema.Number })))
+      expect((yield* Effect.all(reads, { concurrency: 4 })).map((rows) => rows[0]?.x)).toEqual(
+        Array.from({ length: 20 }, (_, i) => 499500 + i)
+      )
+      yield* settle
+      expect(created).toEqual([])
+    }).pipe(Effect.scoped, Effect.provide(clickHouseLayer(config(remoteBackend(url)))), Effect.provide(quietLogs)))
 
   it.live("a read runs read-only on the server", () =>
     Effect.gen(function*() {
