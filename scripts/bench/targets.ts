@@ -52,7 +52,7 @@ export const targets = (
       const wrong = mine.reduce((n, r) => n + r.wrong, 0)
       const byCpu = roundsRatio(rounds, base, id, c, (r) => r.cpuUsPerAnswer)
       return row(title, () => ({
-        measured: `${fixed(ratio.median)}×, ${inRounds(ratio)}` +
+        measured: `${fixed(ratio.median, 3)}×, ${inRounds(ratio)}` +
           (byCpu === undefined ? "" : `; by server CPU per answer ${fixed(byCpu.median)}×`) +
           (exact ? `; ${errors} errors, ${wrong} wrong` : ""),
         met: ratio.median >= at && (!exact || (errors === 0 && wrong === 0))
@@ -75,7 +75,7 @@ export const targets = (
   const p99Title = "(f) p99 at c=1000 ≤ 1.5× (g)'s p99"
   const p99InRounds = rounds === undefined ? undefined : roundsRatio(rounds, "f", "g", 1000, (r) => r.p99Ms)
   const p99 = p99InRounds !== undefined
-    ? row(p99Title, () => ({ measured: `${fixed(p99InRounds.median)}×, ${inRounds(p99InRounds)}`, met: p99InRounds.median <= 1.5 }), p99InRounds.allVoid)
+    ? row(p99Title, () => ({ measured: `${fixed(p99InRounds.median, 3)}×, ${inRounds(p99InRounds)}`, met: p99InRounds.median <= 1.5 }), p99InRounds.allVoid)
     : row(p99Title, () => {
       const f = result(1000, "f")?.p99Ms
       const g = result(1000, "g")?.p99Ms
