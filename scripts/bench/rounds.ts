@@ -103,7 +103,7 @@ export const benchRounds = async (options: RoundsOptions): Promise<RoundsReport>
   return { rounds: options.rounds, seconds: options.seconds, runs, failures }
 }
 
-export const median = (values: ReadonlyArray<number>): number | undefined => {
+const median = (values: ReadonlyArray<number>): number | undefined => {
   if (values.length === 0) return undefined
   const sorted = [...values].sort((a, b) => a - b)
   const mid = Math.floor(sorted.length / 2)

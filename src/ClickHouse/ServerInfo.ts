@@ -34,7 +34,7 @@ export const serverTimeLimit = (deadline: Duration.Duration): number =>
  * A file created, written, read back and removed per query cost a fifth of the server's CPU for a one-row answer
  * here. So answers up to 4 MiB stay in memory; a larger one goes on in the file, still whole or not at all.
  */
-export const answerBufferBytes = 4 * 1024 * 1024
+const answerBufferBytes = 4 * 1024 * 1024
 
 const querySettings = (settings: ReadonlySet<string>, queryTimeout: Duration.Duration) => {
   const wanted: ClickHouseSettings = {
