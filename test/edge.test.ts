@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { toApp } from "../src/Http/Router.ts"
 import { requestLog } from "../src/Http/Middleware.ts"
 import { expose } from "../src/Observability/Prometheus.ts"
+import { until } from "./support/process.ts"
 
 const lines: Array<Record<string, unknown>> = []
 const capture = Logger.make(({ annotations, message }) => {
@@ -56,14 +57,6 @@ const count = (route: string, status: string) => {
   return line === undefined ? 0 : Number(line.split(" ").at(-1))
 }
 
-const until = async (what: string, check: () => boolean) => {
-  const since = Date.now()
-  while (!check()) {
-    if (Date.now() - since > 5000) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-
 describe("request edge", () => {
   it("an answer carries its request id, is counted once, and is logged once", async () => {
     const before = count("/edge/answered", "200")
@@ -82,10 +75,10 @@ describe("request edge", () => {
     const socket = Net.connect(port, "127.0.0.1")
     socket.on("error", () => {})
     socket.write("GET /edge/never HTTP/1.1\r\nHost: x\r\nx-request-id: edge-left-1\r\n\r\n")
-    await until("the request to start", () => started === 1)
+    await until("the request to start", () => started === 1, 5000, 20)
     socket.destroy()
-    await until("the 499 to be counted", () => count("/edge/never", "499") - before === 1)
-    await until("the work to be interrupted", () => interrupted === 1)
+    await until("the 499 to be counted", () => count("/edge/never", "499") - before === 1, 5000, 20)
+    await until("the work to be interrupted", () => interrupted === 1, 5000, 20)
     // Nothing more comes later.
     await new Promise((resolve) => setTimeout(resolve, 200))
     expect(count("/edge/never", "499") - before).toBe(1)

@@ -11,7 +11,7 @@ import { promisify } from "node:util"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { removeServer, startServer, stopServer } from "./support/clickhouse-server.ts"
 import { describeReal, hasRealServer } from "./support/layers.ts"
-import { freePort, type Running, run, startService } from "./support/process.ts"
+import { freePort, type Running, run, startService, until } from "./support/process.ts"
 
 const prometheusBin = "/usr/bin/prometheus"
 const promtoolBin = "/usr/bin/promtool"
@@ -34,14 +34,6 @@ const sql = (text: string) =>
   fetch(`${clickhouse}/?query=${encodeURIComponent(text)}`, { method: "POST" }).then(async (r) => {
     if (!r.ok) throw new Error(await r.text())
   })
-
-const until = async (what: string, check: () => Promise<boolean>, timeoutMs = 30_000) => {
-  const started = Date.now()
-  while (!(await check().catch(() => false))) {
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
 
 beforeAll(async () => {
   if (!hasPrometheus || !hasRealServer) return

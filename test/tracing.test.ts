@@ -7,7 +7,7 @@ import type { AddressInfo } from "node:net"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import { type Proxy, startProxy } from "../scripts/support/proxy.ts"
 import { describeReal, hasRealServer, realServerUrl } from "./support/layers.ts"
-import { freePort, type Running, startService } from "./support/process.ts"
+import { freePort, type Running, startService, until } from "./support/process.ts"
 
 interface Received {
   readonly contentType: string
@@ -55,14 +55,6 @@ const spansOf = (received: ReadonlyArray<Received>) =>
 const attribute = (span: Span, key: string) => {
   const value = span.attributes.find((a) => a.key === key)?.value
   return value === undefined ? undefined : value.stringValue ?? value.boolValue ?? value.doubleValue ?? Number(value.intValue)
-}
-
-const until = async (what: string, check: () => boolean, timeoutMs = 15_000) => {
-  const started = Date.now()
-  while (!check()) {
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
 }
 
 const database = `tracing_${process.pid}`

@@ -58,3 +58,12 @@ export const listening = (port: number) =>
 
 /** Output lines, blank ones left out. */
 export const linesOf = (text: string) => text.split("\n").filter((line) => line.trim() !== "")
+
+/** Polls `check` (a throw or rejection counts as not yet) until it holds, or fails naming `what` after `timeoutMs`. */
+export const until = async (what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000, everyMs = 50) => {
+  const started = Date.now()
+  while (!(await Promise.resolve().then(check).catch(() => false))) {
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, everyMs))
+  }
+}
