@@ -14,6 +14,7 @@ describe("configuration", () => {
       const server = yield* serverConfig
       expect(server.port).toBe(3000)
       expect(Option.isNone(server.host)).toBe(true)
+      expect(server.heapGrowingPercent).toBe(75)
       const ch = yield* clickHouseConfig
       expect(ch.backend).toMatchObject({ _tag: "Auto" })
       expect(ch.backend._tag === "Auto" && ch.backend.url.href).toBe("http://localhost:8123/")

@@ -31,6 +31,7 @@ const badValues: Record<string, string> = {
   API_KEYS: "short",
   MAX_BODY_BYTES: "lots",
   SHUTDOWN_GRACE_MS: "-5",
+  HEAP_GROWING_PERCENT: "lots",
   SERIES_MAX_POINTS: "0",
   SERIES_MAX_SERIES: "lots",
   LOG_LEVEL: "loud",
