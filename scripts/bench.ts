@@ -89,6 +89,11 @@ const bigTable = `metrics_${
 /** wrk takes whole seconds. */
 const durationS = Math.max(1, Math.round(Number(args.duration ?? (quick ? 2 : 7))))
 const runWarmupS = 1
+/**
+ * The rounds start every system afresh, so their warm-up is longer: at c=100 a fresh (e) or (h) needs about 6 s
+ * before its req/s stops rising (JIT tiers; (f), (g) and (j) about 2 s).
+ */
+const roundWarmupS = quick ? 1 : 5
 const warmupS = 1
 const connections = list(args.connections)?.map(Number) ?? (quick ? [100] : [10, 100, 1000])
 const burst = Number(args.burst ?? (quick ? 300 : 2000))
@@ -395,7 +400,7 @@ const main = async () => {
       target: { clickhouse: url, table: "metrics", logDir },
       rounds: roundCount,
       seconds: durationS,
-      warmupSeconds: runWarmupS,
+      warmupSeconds: roundWarmupS,
       timeoutS,
       check: (system) => checkFor(system, totals.get("metrics") ?? NaN),
       settle: () => afterWarmup(url),

@@ -24,6 +24,7 @@ export interface RoundRun {
 export interface RoundsReport {
   readonly rounds: number
   readonly seconds: number
+  readonly warmupSeconds: number
   readonly runs: ReadonlyArray<RoundRun>
   /** Runs that did not happen: the system did not start, or the run failed. */
   readonly failures: ReadonlyArray<string>
@@ -100,7 +101,7 @@ export const benchRounds = async (options: RoundsOptions): Promise<RoundsReport>
       }
     }
   }
-  return { rounds: options.rounds, seconds: options.seconds, runs, failures }
+  return { rounds: options.rounds, seconds: options.seconds, warmupSeconds: options.warmupSeconds, runs, failures }
 }
 
 const median = (values: ReadonlyArray<number>): number | undefined => {
@@ -173,6 +174,7 @@ export const roundsMarkdown = (report: RoundsReport): string => {
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ...rows,
     "",
+    `Each run: a ${report.warmupSeconds} s warm-up at its c, discarded, then ${report.seconds} s timed. ` +
     `Void rounds ((d) under 4× (g)): ${voids.length === 0 ? "none" : voids.join(", ")}; a median is over the rounds that are not void.` +
       (report.failures.length === 0 ? "" : ` Failed: ${report.failures.join("; ")}.`)
   ].join("\n")
