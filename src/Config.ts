@@ -152,6 +152,12 @@ export interface ServerConfig {
    * with their garbage until the next full GC: this bounds the peak.
    */
   readonly heapGrowingPercent: number
+  /**
+   * Connections the kernel may hold before the server accepts them (the kernel caps it at net.core.somaxconn).
+   * Past it, a connecting client's SYN is dropped and retried 1 s later, then 3 s: with Node's 511, a thousand
+   * clients connecting at once wait seconds for nothing.
+   */
+  readonly backlog: number
 }
 
 /** The standalone server's own settings; an app that embeds the API has its own server. */
@@ -160,7 +166,8 @@ export const serverConfig: Config.Config<ServerConfig> = Config.all({
   metricsPort: Config.port("METRICS_PORT").pipe(Config.option),
   host: Config.string("HOST").pipe(Config.option),
   shutdownGrace: millis("SHUTDOWN_GRACE_MS", 0, 600_000, 10_000),
-  heapGrowingPercent: intInRange("HEAP_GROWING_PERCENT", 0, 300, 75)
+  heapGrowingPercent: intInRange("HEAP_GROWING_PERCENT", 0, 300, 75),
+  backlog: intInRange("LISTEN_BACKLOG", 1, 65_535, 4096)
 })
 
 const serviceNameConfig = Config.string("OTEL_SERVICE_NAME").pipe(

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs"
 import * as Net from "node:net"
+import { spawnSync } from "node:child_process"
 import { tmpdir } from "node:os"
 import * as Path from "node:path"
 import { freePort, linesOf, listening, root, run, startService } from "./support/process.ts"
@@ -32,6 +33,7 @@ const badValues: Record<string, string> = {
   MAX_BODY_BYTES: "lots",
   SHUTDOWN_GRACE_MS: "-5",
   HEAP_GROWING_PERCENT: "lots",
+  LISTEN_BACKLOG: "0",
   SERIES_MAX_POINTS: "0",
   SERIES_MAX_SERIES: "lots",
   LOG_LEVEL: "loud",
@@ -151,6 +153,31 @@ describe("the built service", () => {
       expect(failures[0]).toMatch(/level=ERROR .*message="request failed: unavailable".*reason=.*ECONNREFUSED.*requestId=req-one/)
       expect(failures[1]).toContain("requestId=req-two")
       expect(service.output()).not.toMatch(/\bat \S+:\d+/)
+    } finally {
+      service.child.kill("SIGKILL")
+    }
+  })
+})
+
+describe("the listening socket", () => {
+  /** The backlog of the socket listening on `port`, as the kernel holds it (`ss`: Send-Q of a listener). */
+  const backlogOf = (port: number) => {
+    const ss = spawnSync("ss", ["-Hltn", `sport = :${port}`], { encoding: "utf8" })
+    expect(ss.error, "ss (iproute2) is needed to read a socket's backlog").toBeUndefined()
+    const fields = ss.stdout.trim().split(/\s+/)
+    expect(fields[0]).toBe("LISTEN")
+    return Number(fields[2])
+  }
+  const somaxconn = Number(readFileSync("/proc/sys/net/core/somaxconn", "utf8"))
+
+  it.each([[undefined, 4096], ["1000", 1000]])("LISTEN_BACKLOG=%s: the kernel holds min(%i, somaxconn) connections, not Node's 511", async (value, expected) => {
+    const port = await freePort()
+    const dead = await freePort()
+    const service = startService({ PORT: String(port), CLICKHOUSE_URL: `http://127.0.0.1:${dead}`, ...(value === undefined ? {} : { LISTEN_BACKLOG: value }) })
+    try {
+      await service.waitFor(/Listening on/)
+      expect(backlogOf(port)).toBe(Math.min(expected, somaxconn))
+      expect(Math.min(expected, somaxconn)).toBeGreaterThan(511)
     } finally {
       service.child.kill("SIGKILL")
     }

@@ -111,6 +111,7 @@ export const make = (config: ServerConfig, variable = "PORT") => {
   const server = createServer()
   const listen = NodeHttpServer.layer(() => server, {
     port: config.port,
+    backlog: config.backlog,
     ...Option.match(config.host, { onNone: () => ({}), onSome: (host) => ({ host }) })
   }).pipe(Layer.mapError((error) => listenFailure(config, variable, error)))
   const drain = Layer.scopedDiscard(Effect.addFinalizer(() => gracefulClose(server, config.shutdownGrace)))
