@@ -15,6 +15,7 @@ describe("configuration", () => {
       expect(server.port).toBe(3000)
       expect(Option.isNone(server.host)).toBe(true)
       expect(server.heapGrowingPercent).toBe(75)
+      expect(server.backlog).toBe(4096)
       const ch = yield* clickHouseConfig
       expect(ch.backend).toMatchObject({ _tag: "Auto" })
       expect(ch.backend._tag === "Auto" && ch.backend.url.href).toBe("http://localhost:8123/")

@@ -170,18 +170,22 @@ describe("the listening socket", () => {
   }
   const somaxconn = Number(readFileSync("/proc/sys/net/core/somaxconn", "utf8"))
 
-  it.each([[undefined, 4096], ["1000", 1000]])("LISTEN_BACKLOG=%s: the kernel holds min(%i, somaxconn) connections, not Node's 511", async (value, expected) => {
-    const port = await freePort()
-    const dead = await freePort()
-    const service = startService({ PORT: String(port), CLICKHOUSE_URL: `http://127.0.0.1:${dead}`, ...(value === undefined ? {} : { LISTEN_BACKLOG: value }) })
-    try {
-      await service.waitFor(/Listening on/)
-      expect(backlogOf(port)).toBe(Math.min(expected, somaxconn))
-      expect(Math.min(expected, somaxconn)).toBeGreaterThan(511)
-    } finally {
-      service.child.kill("SIGKILL")
+  it.each([[undefined, 4096], ["1000", 1000]])(
+    "LISTEN_BACKLOG=%s: the kernel holds min(%i, somaxconn) connections, not Node's 511",
+    async (value, expected) => {
+      const port = await freePort()
+      const dead = await freePort()
+      const backlog = value === undefined ? {} : { LISTEN_BACKLOG: value }
+      const service = startService({ PORT: String(port), CLICKHOUSE_URL: `http://127.0.0.1:${dead}`, ...backlog })
+      try {
+        await service.waitFor(/Listening on/)
+        expect(backlogOf(port)).toBe(Math.min(expected, somaxconn))
+        expect(Math.min(expected, somaxconn)).toBeGreaterThan(511)
+      } finally {
+        service.child.kill("SIGKILL")
+      }
     }
-  })
+  )
 })
 
 describe("the port is taken first", () => {
