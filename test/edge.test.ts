@@ -1,16 +1,17 @@
 /**
  * The request edge (Http/Middleware.ts) as a client meets it, over a real socket: an answer carries its request id,
- * is counted by route, method and status, and gets one log line; a client that leaves before its answer is counted
- * and logged once as 499, and the work it started is interrupted.
+ * is counted by route, method and status, and gets one log line; its deadline reaches the work under it; a client
+ * that leaves before its answer is counted and logged once as 499, and the work it started is interrupted.
  */
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import { Effect, HashMap, Layer, Logger, ManagedRuntime } from "effect"
+import { Clock, Duration, Effect, HashMap, Layer, Logger, ManagedRuntime } from "effect"
 import * as Http from "node:http"
 import * as Net from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { within } from "../src/ClickHouse/Deadline.ts"
 import { toApp } from "../src/Http/Router.ts"
 import { requestLog } from "../src/Http/Middleware.ts"
 import { expose } from "../src/Observability/Prometheus.ts"
@@ -23,8 +24,15 @@ const capture = Logger.make(({ annotations, message }) => {
 
 let started = 0
 let interrupted = 0
-const routes = ["/edge/answered", "/edge/never"]
+const routes = ["/edge/answered", "/edge/never", "/edge/deadline"]
+/** The time left to the work of the request, as a ClickHouse call under it sees it. */
+const left = Effect.map(
+  Effect.zip(within(60_000), Clock.currentTimeMillis),
+  ([deadline, now]) => HttpServerResponse.unsafeJson({ left: deadline - now })
+)
 const router = HttpRouter.empty.pipe(
+  HttpRouter.get("/edge/deadline", left),
+  HttpRouter.mount("/edge/mounted", HttpRouter.empty.pipe(HttpRouter.get("/deadline", left))),
   HttpRouter.get("/edge/answered", Effect.succeed(HttpServerResponse.unsafeJson({ ok: true }))),
   HttpRouter.get(
     "/edge/never",
@@ -36,7 +44,7 @@ const router = HttpRouter.empty.pipe(
 )
 
 const runtime = ManagedRuntime.make(
-  HttpServer.serve(requestLog(new Set(routes))(toApp(router))).pipe(
+  HttpServer.serve(requestLog(new Set(routes), { timeout: Duration.seconds(5) })(toApp(router))).pipe(
     Layer.provideMerge(NodeHttpServer.layer(() => Http.createServer(), { port: 0, host: "127.0.0.1" })),
     Layer.provide(Logger.replace(Logger.defaultLogger, capture))
   )
@@ -68,6 +76,14 @@ describe("request edge", () => {
     expect(lines.filter((l) => l.requestId === "edge-answered-1")).toEqual([
       expect.objectContaining({ message: "request", method: "GET", path: "/edge/answered", status: 200 })
     ])
+  })
+
+  it("the request's deadline reaches the work under it, under a mounted router's copy of the request too", async () => {
+    for (const path of ["/edge/deadline", "/edge/mounted/deadline"]) {
+      const { left } = await (await fetch(`http://127.0.0.1:${port}${path}`)).json() as { left: number }
+      expect(left).toBeGreaterThan(4_000)
+      expect(left).toBeLessThanOrEqual(5_000)
+    }
   })
 
   it("a client that leaves is counted and logged once as 499, and its work is interrupted", async () => {

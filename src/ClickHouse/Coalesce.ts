@@ -9,7 +9,7 @@ import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
 import * as Instruments from "../Observability/Instruments.js"
-import { after, requestDeadline } from "./Deadline.js"
+import { after, deadlineOf } from "./Deadline.js"
 
 const none = () => {}
 
@@ -242,7 +242,7 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
       Effect.async<A, E>((resume) => {
         const batch = enlist(key, effect, fiber.currentSpan, fiber.getFiberRef(FiberRef.currentTracerEnabled))
         if (batch.exit !== undefined) return resume(batch.exit as Exit.Exit<A, E>)
-        const deadline = expired === undefined ? Number.POSITIVE_INFINITY : fiber.getFiberRef(requestDeadline)
+        const deadline = expired === undefined ? Number.POSITIVE_INFINITY : deadlineOf(fiber)
         const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
         const gone = () => {
           if (batch.callers.delete(caller)) leave(key, batch, clock)

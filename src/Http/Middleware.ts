@@ -8,7 +8,7 @@ import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
 import * as LogLevel from "effect/LogLevel"
 import * as Runtime from "effect/Runtime"
-import { requestDeadline } from "../ClickHouse/Deadline.js"
+import { setRequestDeadline } from "../ClickHouse/Deadline.js"
 import * as Instruments from "../Observability/Instruments.js"
 import { errorCodeOf } from "./ErrorResponse.js"
 import { type Guard, pathOf } from "./Guards.js"
@@ -56,11 +56,10 @@ export const requestLog = (routes: ReadonlySet<string>, options: EdgeOptions = {
       Instruments.httpInFlight.modify(1)
       let refused: HttpServerResponse.HttpServerResponse | undefined
       for (let i = 0; refused === undefined && i < guards.length; i++) refused = guards[i]!(request, path)
-      // Set on the request's own fiber, not around `app`: nothing runs on it after the request. A refused one needs none.
-      const admitted = refused !== undefined || timeoutMs === undefined ? app : Effect.zipRight(
-        FiberRef.set(requestDeadline, Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis() + timeoutMs),
-        app
-      )
+      // A refused request needs no deadline.
+      if (refused === undefined && timeoutMs !== undefined) {
+        setRequestDeadline(request, Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis() + timeoutMs)
+      }
       let answered = false
       /** Counts the answer (none: the client left) and gives its log line, if lines are wanted. */
       const done = (response: HttpServerResponse.HttpServerResponse | undefined): Effect.Effect<void> | undefined => {
@@ -93,7 +92,7 @@ export const requestLog = (routes: ReadonlySet<string>, options: EdgeOptions = {
         }
       }
       fiber.addObserver(unanswered)
-      return Effect.flatMap(refused === undefined ? admitted : Effect.succeed(refused), (response) => {
+      return Effect.flatMap(refused === undefined ? app : Effect.succeed(refused), (response) => {
         fiber.removeObserver(unanswered)
         const answer = HttpServerResponse.setHeader(response, "x-request-id", requestId)
         const line = done(response)
