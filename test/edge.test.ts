@@ -12,6 +12,7 @@ import * as Http from "node:http"
 import * as Net from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { within } from "../src/ClickHouse/Deadline.ts"
+import { handleCause } from "../src/Http/ErrorResponse.ts"
 import { toApp } from "../src/Http/Router.ts"
 import { requestLog } from "../src/Http/Middleware.ts"
 import { expose } from "../src/Observability/Prometheus.ts"
@@ -32,7 +33,13 @@ const left = Effect.map(
 )
 const router = HttpRouter.empty.pipe(
   HttpRouter.get("/edge/deadline", left),
-  HttpRouter.mount("/edge/mounted", HttpRouter.empty.pipe(HttpRouter.get("/deadline", left))),
+  HttpRouter.mount(
+    "/edge/mounted",
+    HttpRouter.empty.pipe(
+      HttpRouter.get("/deadline", left),
+      HttpRouter.get("/defect", Effect.catchAllCause(Effect.die("boom"), handleCause))
+    )
+  ),
   HttpRouter.get("/edge/answered", Effect.succeed(HttpServerResponse.unsafeJson({ ok: true }))),
   HttpRouter.get(
     "/edge/never",
@@ -84,6 +91,16 @@ describe("request edge", () => {
       expect(left).toBeGreaterThan(4_000)
       expect(left).toBeLessThanOrEqual(5_000)
     }
+  })
+
+  it("a request without an id of its own: the error edge logs the id its answer carries, under a mounted router too", async () => {
+    const response = await fetch(`http://127.0.0.1:${port}/edge/mounted/defect`)
+    expect(response.status).toBe(500)
+    const id = response.headers.get("x-request-id")
+    expect(id).toMatch(/^[0-9a-f-]{36}$/)
+    expect(lines.filter((l) => String(l.message).startsWith("request failed"))).toEqual([
+      expect.objectContaining({ requestId: id })
+    ])
   })
 
   it("a client that leaves is counted and logged once as 499, and its work is interrupted", async () => {

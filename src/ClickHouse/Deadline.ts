@@ -5,6 +5,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
+import { holderOf } from "../Http/RequestId.js"
 
 /**
  * Time limits without a fiber per limit.
@@ -19,24 +20,23 @@ import * as FiberRef from "effect/FiberRef"
 /** A deadline for the work under it (`Effect.locally`), in `Clock` milliseconds; see `deadlineOf`. */
 export const requestDeadline: FiberRef.FiberRef<number> = FiberRef.unsafeMake(Number.POSITIVE_INFINITY)
 
-/**
- * The HTTP deadline of each request in flight, by the Node request under it (`HttpServerRequest.source`, which a
- * router's copy of the request for a mounted prefix keeps), rather than in a fiber ref: a ref write copies every
- * ref the request's fiber carries, about a twentieth of the instructions of a whole `/healthz` request.
- */
-const byRequest = new WeakMap<object, number>()
+const deadlineKey = Symbol.for("analytics-api/RequestDeadline")
 
-/** Sets the deadline of `request` (`Clock` ms): the edge does, once per request. */
+/**
+ * Sets the deadline of `request` (`Clock` ms): the HTTP edge does, once per request, where it keeps the request's id
+ * (`holderOf`), rather than in a fiber ref: a ref write copies every ref the request's fiber carries, about a
+ * twentieth of the instructions of a whole `/healthz` request.
+ */
 export const setRequestDeadline = (request: HttpServerRequest.HttpServerRequest, at: number): void => {
-  if (typeof request.source === "object" && request.source !== null) byRequest.set(request.source, at)
+  holderOf(request)[deadlineKey] = at
 }
 
 /** When the fiber's work must end: the sooner of `requestDeadline` and the deadline of the request it serves. */
 export const deadlineOf = (fiber: Fiber.RuntimeFiber<unknown, unknown>): number => {
   const own = fiber.getFiberRef(requestDeadline)
   const request = Context.getOption(fiber.currentContext, HttpServerRequest.HttpServerRequest)
-  if (request._tag === "None" || typeof request.value.source !== "object" || request.value.source === null) return own
-  return Math.min(own, byRequest.get(request.value.source) ?? Number.POSITIVE_INFINITY)
+  const set = request._tag === "Some" ? holderOf(request.value)[deadlineKey] as number | undefined : undefined
+  return set === undefined ? own : Math.min(own, set)
 }
 
 /** The sooner of the fiber's deadline and `ms` from now. */
