@@ -64,6 +64,7 @@ export const guarded = (options: HttpConfig, routes: ReadonlySet<string>, timeou
       bodyLimit(options.maxBodyBytes),
       apiKeyAuth(options.apiKeys, options.metricsPublic ? ["/healthz", "/metrics"] : ["/healthz"])
     ],
+    accessLog: options.accessLog,
     ...(timeout === undefined ? {} : { timeout })
   })(app)
 

@@ -5,10 +5,11 @@ import * as Config from "effect/Config"
 import * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as V8 from "node:v8"
 import * as Analytics from "./Analytics.js"
-import { type HttpConfig, type ServerConfig, serverConfig, tracingConfig } from "./Config.js"
+import { type HttpConfig, logConfig, type ServerConfig, serverConfig, tracingConfig } from "./Config.js"
 import { routeTemplates, toApp, withMetricsRoute } from "./Http/Router.js"
 import * as Server from "./Http/Server.js"
 import * as Prometheus from "./Observability/Prometheus.js"
@@ -42,9 +43,13 @@ const limitHeapGrowth = (percent: number) =>
 
 /** Every setting of the standalone server, read and checked. */
 export const settings = Effect.gen(function*() {
-  const read = yield* Config.all({ analytics: Analytics.config, server: serverConfig, tracing: tracingConfig })
-  // With a port of its own, /metrics is served there only.
-  const http = { ...read.analytics.http, serveMetrics: Option.isNone(read.server.metricsPort) }
+  const read = yield* Config.all({ analytics: Analytics.config, server: serverConfig, tracing: tracingConfig, log: logConfig })
+  // With a port of its own, /metrics is served there only; above info, no line per request (Logging.ts).
+  const http = {
+    ...read.analytics.http,
+    serveMetrics: Option.isNone(read.server.metricsPort),
+    accessLog: !LogLevel.greaterThan(read.log.level, LogLevel.Info)
+  }
   return { ...read, analytics: { ...read.analytics, http } }
 })
 

@@ -188,6 +188,11 @@ export interface HttpConfig {
   readonly metricsPublic: boolean
   /** `service.name` of the metrics' `target_info` and of the traces. */
   readonly serviceName: string
+  /**
+   * One info line per request (under a minimum log level above info there are none anyway). The standalone service
+   * turns it off when `LOG_LEVEL` is above info (Logging.ts).
+   */
+  readonly accessLog: boolean
 }
 
 /** The API's guards, wherever it is served. */
@@ -205,7 +210,8 @@ export const httpConfig: Config.Config<HttpConfig> = Config.all({
   maxBodyBytes: intInRange("MAX_BODY_BYTES", 0, 64 * 1024 * 1024, 64 * 1024),
   serveMetrics: Config.succeed(true),
   metricsPublic: Config.boolean("METRICS_PUBLIC").pipe(Config.withDefault(false)),
-  serviceName: serviceNameConfig
+  serviceName: serviceNameConfig,
+  accessLog: Config.succeed(true)
 })
 
 /** The defaults of `httpConfig`, for code that builds the API without reading the environment. */

@@ -7,6 +7,7 @@ import * as FiberRefs from "effect/FiberRefs"
 import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
 import * as Tracer from "effect/Tracer"
 import { type LogConfig, logConfig } from "./Config.js"
 import { firstLine, StartupError } from "./Domain/StartupError.js"
@@ -21,12 +22,25 @@ const withTraceIds = <O>(logger: Logger.Logger<unknown, O>) =>
     return { ...options, annotations }
   })
 
-/** Structured logs: logfmt by default, JSON with `LOG_FORMAT=json`; `LOG_LEVEL` sets the floor. */
-export const layer = (config: LogConfig) =>
-  Layer.merge(
-    Logger.replace(Logger.defaultLogger, Logger.withConsoleLog(withTraceIds(config.format === "json" ? Logger.jsonLogger : Logger.logfmtLogger))),
-    Logger.minimumLogLevel(config.level)
-  )
+/**
+ * Structured logs: logfmt by default, JSON with `LOG_FORMAT=json`; `LOG_LEVEL` sets the floor. Above info the
+ * floor is the logger's own filter, not `Logger.minimumLogLevel`: the default floor (info) then stays in place, so
+ * no fiber carries a ref for it (see Tracing.ts for what a ref more costs per request). Below info it must be the
+ * ref, for Effect drops lines under the ref's level before any logger sees them. The edge's one line per request
+ * is turned off apart (`HttpConfig.accessLog`), so nothing builds lines for the filter to drop.
+ */
+export const layer = (config: LogConfig) => {
+  const logger = Logger.withConsoleLog(withTraceIds(config.format === "json" ? Logger.jsonLogger : Logger.logfmtLogger))
+  if (LogLevel.greaterThan(config.level, LogLevel.Info)) {
+    const floor = config.level
+    return Logger.replace(
+      Logger.defaultLogger,
+      Logger.map(Logger.filterLogLevel(logger, (level) => LogLevel.greaterThanEqual(level, floor)), () => undefined)
+    )
+  }
+  const replaced = Logger.replace(Logger.defaultLogger, logger)
+  return LogLevel.lessThan(config.level, LogLevel.Info) ? Layer.merge(replaced, Logger.minimumLogLevel(config.level)) : replaced
+}
 
 /** The one line that says why startup failed, for the failures an operator can fix; undefined for bugs. */
 export const startupFailureLine = (error: unknown): string | undefined => {

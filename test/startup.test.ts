@@ -157,6 +157,30 @@ describe("the built service", () => {
       service.child.kill("SIGKILL")
     }
   })
+
+  it("LOG_LEVEL=warning: warnings and errors are logged, info lines (a request's line among them) are not", async () => {
+    const port = await freePort()
+    const dead = await freePort()
+    const service = startService({ PORT: String(port), CLICKHOUSE_URL: `http://127.0.0.1:${dead}`, LOG_LEVEL: "warning" })
+    try {
+      await service.waitFor(/not reachable yet/)
+      let health = 0
+      for (let i = 0; i < 50 && health !== 200; i++) {
+        health = await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.status, () => 0)
+        if (health !== 200) await new Promise((r) => setTimeout(r, 100))
+      }
+      expect(health).toBe(200)
+      const response = await fetch(`http://127.0.0.1:${port}/api/metrics`, { headers: { "x-request-id": "req-warn" } })
+      expect(response.status).toBe(503)
+      await new Promise((r) => setTimeout(r, 200))
+      const lines = linesOf(service.output())
+      expect(lines.some((line) => /level=WARN .*not reachable yet/.test(line))).toBe(true)
+      expect(lines.some((line) => /level=ERROR .*request failed: unavailable.*requestId=req-warn/.test(line))).toBe(true)
+      expect(lines.filter((line) => line.includes("level=INFO"))).toEqual([])
+    } finally {
+      service.child.kill("SIGKILL")
+    }
+  })
 })
 
 describe("the listening socket", () => {

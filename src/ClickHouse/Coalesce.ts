@@ -4,11 +4,11 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as FiberRef from "effect/FiberRef"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
 import * as Instruments from "../Observability/Instruments.js"
+import { isTracing } from "../Observability/Span.js"
 import { after, deadlineOf } from "./Deadline.js"
 
 const none = () => {}
@@ -240,7 +240,7 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
       expired: (() => E) | undefined
     ): Effect.Effect<A, E> =>
       Effect.async<A, E>((resume) => {
-        const batch = enlist(key, effect, fiber.currentSpan, fiber.getFiberRef(FiberRef.currentTracerEnabled))
+        const batch = enlist(key, effect, fiber.currentSpan, isTracing(fiber))
         if (batch.exit !== undefined) return resume(batch.exit as Exit.Exit<A, E>)
         const deadline = expired === undefined ? Number.POSITIVE_INFINITY : deadlineOf(fiber)
         const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
@@ -268,7 +268,7 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
         coalesceSpan
       )
       return Effect.withFiberRuntime<A, E>((fiber) =>
-        fiber.getFiberRef(FiberRef.currentTracerEnabled) ? traced : join(fiber, key, effect, expired)
+        isTracing(fiber) ? traced : join(fiber, key, effect, expired)
       )
     }
 

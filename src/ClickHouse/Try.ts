@@ -1,10 +1,10 @@
 import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as FiberRef from "effect/FiberRef"
 import type * as Tracer from "effect/Tracer"
 import { randomUUID } from "node:crypto"
 import { type ClickHouseError, ClickHouseUnavailable } from "../Domain/ClickHouseError.js"
+import { isTracing } from "../Observability/Span.js"
 import { breaksConnection, classify, clickHouseCode } from "./Classify.js"
 import type { Connections } from "./Connections.js"
 import { after } from "./Deadline.js"
@@ -70,7 +70,7 @@ export const attempt = <A>(
     const { connections, gate } = options
     const isUrgent = fiber.getFiberRef(urgent)
     const current = fiber.currentSpan
-    const span = fiber.getFiberRef(FiberRef.currentTracerEnabled) && current?._tag === "Span" && current.sampled
+    const span = isTracing(fiber) && current?._tag === "Span" && current.sampled
       ? current
       : undefined
 

@@ -26,6 +26,8 @@ export interface EdgeOptions {
   readonly guards?: ReadonlyArray<Guard>
   /** The request's deadline (Deadline.ts), set once the guards let it through. */
   readonly timeout?: Duration.Duration
+  /** False: no line per request, whatever the log level (default true). */
+  readonly accessLog?: boolean
 }
 
 /**
@@ -33,13 +35,14 @@ export interface EdgeOptions {
  * before its middleware returns). Every response carries `x-request-id`, and so do the log lines of the error
  * edge (ErrorResponse.ts); every request is counted and timed by route template (`routes`; any other path is
  * `unmatched`), method and status, and its span (when traced) gets the route, the request id and the error code;
- * and, unless `LOG_LEVEL` is above info, every request gets one structured line (method, path, status, ms). A
+ * and, unless the log level is above info or `accessLog` is false, every request gets one structured line (method, path, status, ms). A
  * client that goes away is logged and counted with status 499 and its work is interrupted. The guards and the
  * deadline run here too: the edge of every request is one synchronous step and one continuation.
  */
 export const requestLog = (routes: ReadonlySet<string>, options: EdgeOptions = {}) => {
   const guards = options.guards ?? []
   const timeoutMs = options.timeout === undefined ? undefined : Duration.toMillis(options.timeout)
+  const accessLog = options.accessLog ?? true
   return HttpMiddleware.make((app) =>
     Effect.withFiberRuntime<HttpServerResponse.HttpServerResponse, Effect.Effect.Error<typeof app>, Effect.Effect.Context<typeof app>>((fiber) => {
       const request = Context.unsafeGet(fiber.currentContext, HttpServerRequest.HttpServerRequest)
@@ -51,7 +54,7 @@ export const requestLog = (routes: ReadonlySet<string>, options: EdgeOptions = {
       const traced = span?._tag === "Span" && span.sampled ? span : undefined
       traced?.attribute("http.route", route)
       traced?.attribute("request.id", requestId)
-      const logged = !LogLevel.greaterThan(fiber.getFiberRef(FiberRef.currentMinimumLogLevel), LogLevel.Info)
+      const logged = accessLog && !LogLevel.greaterThan(fiber.getFiberRef(FiberRef.currentMinimumLogLevel), LogLevel.Info)
       const since = performance.now()
       Instruments.httpInFlight.modify(1)
       let refused: HttpServerResponse.HttpServerResponse | undefined

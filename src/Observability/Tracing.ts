@@ -61,10 +61,16 @@ export const sampled = (tracer: Tracer.Tracer, sampler: Sampler): Tracer.Tracer 
     context: (f, fiber) => tracer.context(f, fiber)
   })
 
-/** The tracer the configuration asks for: OTLP/HTTP export with sampling, or tracing off. */
+/**
+ * The tracer the configuration asks for: OTLP/HTTP export with sampling, or tracing off. Off is Effect's built-in
+ * tracer, which keeps nothing: the service's own spans skip it (`isTracing`) and the platform's request span is
+ * turned off (App.ts). Not `setTracerEnabled(false)`: that is a fiber ref more on every request's fiber, and the
+ * platform copies a request fiber's refs eight times per request; past four refs each copy grows its map (about
+ * 3% of the instructions of a `/healthz` request, with the log floor's ref: Logging.ts).
+ */
 export const layer = (config: TracingConfig): Layer.Layer<never> =>
   Option.match(config.url, {
-    onNone: () => Layer.setTracerEnabled(false),
+    onNone: () => Layer.empty,
     onSome: (url) =>
       Layer.unwrapScoped(
         OtlpTracer.make({
