@@ -1,6 +1,6 @@
 /**
  * The request edge (Http/Middleware.ts) as a client meets it, over a real socket: an answer carries its request id,
- * is counted by route, method and status, and gets one log line; its deadline reaches the work under it; a client
+ * is counted by route, method and status, and gets one log line (none with `accessLog: false`); its deadline reaches the work under it; a client
  * that leaves before its answer is counted and logged once as 499, and the work it started is interrupted.
  */
 import * as HttpRouter from "@effect/platform/HttpRouter"
@@ -118,5 +118,27 @@ describe("request edge", () => {
     expect(lines.filter((l) => l.requestId === "edge-left-1")).toEqual([
       expect.objectContaining({ message: "request", method: "GET", path: "/edge/never", status: 499 })
     ])
+  })
+})
+
+describe("request edge with accessLog false", () => {
+  const quiet = ManagedRuntime.make(
+    HttpServer.serve(requestLog(new Set(routes), { accessLog: false })(toApp(router))).pipe(
+      Layer.provideMerge(NodeHttpServer.layer(() => Http.createServer(), { port: 0, host: "127.0.0.1" })),
+      Layer.provide(Logger.replace(Logger.defaultLogger, capture))
+    )
+  )
+  afterAll(() => quiet.dispose())
+
+  it("an answer gets no log line, and still carries its request id and is counted", async () => {
+    const address = await quiet.runPromise(Effect.map(HttpServer.HttpServer, (server) => server.address))
+    if (address._tag !== "TcpAddress") throw new Error("not a TCP address")
+    const before = count("/edge/answered", "200")
+    const response = await fetch(`http://127.0.0.1:${address.port}/edge/answered`, { headers: { "x-request-id": "edge-quiet-1" } })
+    expect(response.status).toBe(200)
+    expect(response.headers.get("x-request-id")).toBe("edge-quiet-1")
+    expect(count("/edge/answered", "200") - before).toBe(1)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(lines.filter((l) => l.requestId === "edge-quiet-1")).toEqual([])
   })
 })
