@@ -1,7 +1,8 @@
 /**
  * The request edge (Http/Middleware.ts) as a client meets it, over a real socket: an answer carries its request id,
- * is counted by route, method and status, and gets one log line (none with `accessLog: false`); its deadline reaches the work under it; a client
- * that leaves before its answer is counted and logged once as 499, and the work it started is interrupted.
+ * is counted by route, method and status, and gets one log line (none with `accessLog: false`); its deadline reaches
+ * the work under it; a client that leaves before its answer is counted and logged once as 499, and the work it
+ * started is interrupted.
  */
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
