@@ -35,9 +35,9 @@ export interface EdgeOptions {
  * before its middleware returns). Every response carries `x-request-id`, and so do the log lines of the error
  * edge (ErrorResponse.ts); every request is counted and timed by route template (`routes`; any other path is
  * `unmatched`), method and status, and its span (when traced) gets the route, the request id and the error code;
- * and, unless the log level is above info or `accessLog` is false, every request gets one structured line (method, path, status, ms). A
- * client that goes away is logged and counted with status 499 and its work is interrupted. The guards and the
- * deadline run here too: the edge of every request is one synchronous step and one continuation.
+ * and, unless the log level is above info or `accessLog` is false, every request gets one structured line (method,
+ * path, status, ms). A client that goes away is logged and counted with status 499 and its work is interrupted.
+ * The guards and the deadline run here too: the edge of every request is one synchronous step and one continuation.
  */
 export const requestLog = (routes: ReadonlySet<string>, options: EdgeOptions = {}) => {
   const guards = options.guards ?? []
