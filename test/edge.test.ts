@@ -2,7 +2,7 @@
  * The request edge (Http/Middleware.ts) as a client meets it, over a real socket: an answer carries its request id,
  * is counted by route, method and status, and gets one log line (none with `accessLog: false`); its deadline reaches
  * the work under it; a client that leaves before its answer is counted and logged once as 499, and the work it
- * started is interrupted.
+ * started is interrupted; a new request id is a random UUID.
  */
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
@@ -16,6 +16,7 @@ import { within } from "../src/ClickHouse/Deadline.ts"
 import { handleCause } from "../src/Http/ErrorResponse.ts"
 import { toApp } from "../src/Http/Router.ts"
 import { requestLog } from "../src/Http/Middleware.ts"
+import { newId } from "../src/Http/RequestId.ts"
 import { expose } from "../src/Observability/Prometheus.ts"
 import { until } from "./support/process.ts"
 
@@ -141,5 +142,15 @@ describe("request edge with accessLog false", () => {
     expect(count("/edge/answered", "200") - before).toBe(1)
     await new Promise((resolve) => setTimeout(resolve, 50))
     expect(lines.filter((l) => l.requestId === "edge-quiet-1")).toEqual([])
+  })
+})
+
+describe("request ids", () => {
+  it("a new id is a version-4 UUID, never the same twice, across the batches it is cut from", () => {
+    const ids = Array.from({ length: 1000 }, () => newId())
+    expect(new Set(ids).size).toBe(ids.length)
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+    // Every position takes many values: the bytes are random, not a counter or a repeated batch.
+    for (const at of [0, 9, 15, 20, 35]) expect(new Set(ids.map((id) => id[at])).size).toBeGreaterThan(2)
   })
 })

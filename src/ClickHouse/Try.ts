@@ -2,8 +2,8 @@ import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Tracer from "effect/Tracer"
-import { randomUUID } from "node:crypto"
 import { type ClickHouseError, ClickHouseUnavailable } from "../Domain/ClickHouseError.js"
+import { newId } from "../Http/RequestId.js"
 import { isTracing } from "../Observability/Span.js"
 import { breaksConnection, classify, clickHouseCode } from "./Classify.js"
 import type { Connections } from "./Connections.js"
@@ -108,7 +108,7 @@ export const attempt = <A>(
 
     const run = () => {
       started = true
-      const queryId = randomUUID()
+      const queryId = newId()
       span?.attribute("clickhouse.query_id", queryId)
       span?.attribute("clickhouse.attempt", number)
       span?.attribute("clickhouse.try", number === 1 ? "first" : isUrgent ? "hedge" : "retry")
