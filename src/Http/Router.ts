@@ -146,12 +146,16 @@ const methodNotAllowed = (allow: string) =>
 
 const otherMethods = ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const
 
-/** A GET (and HEAD) route whose every failure is mapped by the error edge: its error type must be a `HandledError`. */
+/**
+ * A GET (and HEAD) route whose every failure the error edge can map (`toApp`): its error type must be a
+ * `HandledError`. Mapped once there, not per route: a handler of its own would be one step and one frame more on
+ * every request, and on the stack of every request that waits.
+ */
 const route = <R>(path: HttpRouter.PathInput, handler: Effect.Effect<HttpServerResponse.HttpServerResponse, HandledError, R>) =>
-  <E0, R0>(router: HttpRouter.HttpRouter<E0, R0>) =>
+  <E0 extends HandledError, R0>(router: HttpRouter.HttpRouter<E0, R0>) =>
     router.pipe(
-      HttpRouter.get(path, Effect.catchAllCause(handler, handleCause)),
-      HttpRouter.head(path, Effect.catchAllCause(handler, handleCause)),
+      HttpRouter.get(path, handler),
+      HttpRouter.head(path, handler),
       (router) =>
         otherMethods.reduce(
           (router, method) => HttpRouter.route(method)(path, methodNotAllowed("GET, HEAD"))(router),
@@ -159,7 +163,7 @@ const route = <R>(path: HttpRouter.PathInput, handler: Effect.Effect<HttpServerR
         )
     )
 
-/** The service's routes, with every failure already mapped to a JSON response. */
+/** The service's routes; `toApp` maps their failures to JSON responses. */
 export const MetricsRouter = HttpRouter.empty.pipe(
   route("/api/metrics", getTotal),
   route("/api/metrics/names", getNames),
@@ -173,18 +177,19 @@ export const MetricsRouter = HttpRouter.empty.pipe(
 
 /** The routes with `GET /metrics` (the Prometheus exposition) among them. */
 export const withMetricsRoute = (handler: Effect.Effect<HttpServerResponse.HttpServerResponse>) =>
-<E, R>(router: HttpRouter.HttpRouter<E, R>) => route("/metrics", handler)(router)
+<E extends HandledError, R>(router: HttpRouter.HttpRouter<E, R>) => route("/metrics", handler)(router)
 
 /** The paths of a router's routes: the `route` label of the request metrics. */
 export const routeTemplates = <E, R>(router: HttpRouter.HttpRouter<E, R>): ReadonlySet<string> =>
   new Set(Array.from(router.routes, (r) => r.path))
 
-/** A router as a whole app: unknown paths get a JSON 404, and nothing escapes unmapped. */
-export const toApp = <R>(router: HttpRouter.HttpRouter<never, R>) =>
+/** A router as a whole app: unknown paths get a JSON 404, every other failure its JSON answer, and nothing escapes unmapped. */
+export const toApp = <R>(router: HttpRouter.HttpRouter<HandledError, R>) =>
   router.pipe(
     Effect.catchAllCause((cause) => {
       const failure = Cause.failureOption(cause)
-      // Routes map their own failures: what is left is a path no route has, or a defect.
-      return failure._tag === "Some" ? Effect.succeed(notFound) : handleCause(cause as Cause.Cause<never>)
+      return failure._tag === "Some" && failure.value._tag === "RouteNotFound"
+        ? Effect.succeed(notFound)
+        : handleCause(cause as Cause.Cause<HandledError>)
     })
   )
