@@ -53,6 +53,57 @@ describe("Gate", () => {
       expect(yield* g.withPermit(Effect.succeed("next"))).toBe("next")
     }))
 
+  it.effect("each waiter's wait ends at its own time, whatever the order they came in and however the others left", () =>
+    Effect.gen(function*() {
+      const g = makeGate<Overloaded | "timed out">({
+        permits: 1,
+        maxWaiting: 100,
+        maxWait: "1 second",
+        overloaded: () => new Overloaded(),
+        timedOut: () => "timed out" as const
+      })
+      const ended: Array<string> = []
+      const wait = (name: string, deadline?: number) =>
+        Effect.fork(
+          g.withPermit(Effect.sync(() => ended.push(`${name} served`)), deadline).pipe(
+            Effect.catchAll((error) => Effect.sync(() => ended.push(`${name} ${error === "timed out" ? error : "overloaded"}`)))
+          )
+        ).pipe(Effect.tap(() => settle))
+      const hold = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(g.withPermit(Deferred.await(hold)))
+      yield* settle
+      const late = yield* wait("late", 600) // a deadline after an earlier waiter's
+      const early = yield* wait("early", 200) // came later, ends first
+      const gone = yield* wait("gone", 100) // leaves before its end: its end must not touch the others
+      const patient = yield* wait("patient") // maxWait only
+      yield* Fiber.interrupt(gone)
+      yield* TestClock.adjust("200 millis")
+      yield* settle
+      expect(ended).toEqual(["early timed out"])
+      yield* TestClock.adjust("400 millis")
+      yield* settle
+      expect(ended).toEqual(["early timed out", "late timed out"])
+      expect(g.waiting()).toBe(1)
+      yield* TestClock.adjust("400 millis")
+      yield* Fiber.joinAll([late, early, patient])
+      expect(ended).toEqual(["early timed out", "late timed out", "patient overloaded"])
+      expect(g.waiting()).toBe(0)
+      yield* Deferred.succeed(hold, undefined)
+      yield* Fiber.join(holder)
+      // A waiter admitted before its end is served, and a later one still gets its own end.
+      const hold2 = yield* Deferred.make<void>()
+      const holder2 = yield* Effect.fork(g.withPermit(Deferred.await(hold2)))
+      yield* settle
+      const first = yield* wait("first", 1_300)
+      const second = yield* wait("second", 1_500)
+      yield* Deferred.succeed(hold2, undefined)
+      yield* Fiber.join(holder2)
+      yield* Fiber.join(first)
+      yield* Fiber.join(second)
+      expect(ended.slice(3)).toEqual(["first served", "second served"])
+      expect(g.inUse()).toBe(0)
+    }))
+
   it.effect("the queue is bounded: past maxWaiting a caller is refused at once", () =>
     Effect.gen(function*() {
       const g = gate(1, 2)

@@ -17,8 +17,8 @@ export const urgent: FiberRef.FiberRef<boolean> = FiberRef.unsafeMake(false)
  * Why not `Effect.makeSemaphore` (which `Pool` uses inside): in effect 3.x a release wakes every waiter,
  * each re-checks and all but one go back to sleep, so N waiters cost O(N) per release and O(N²) per burst.
  * With 2000 callers queued behind a pool of 8 that pinned a core and grew the heap past 3 GB.
- * Here a release wakes exactly one waiter, and the queue has a hard bound. Waiting costs no fiber: the wait and its
- * time limit are one callback each (Deadline.ts).
+ * Here a release wakes exactly one waiter, and the queue has a hard bound. Waiting costs no fiber and no timer: a
+ * wait is two callbacks, and the queue has one timer for the earliest end of a wait (Deadline.ts).
  */
 export interface Gate<E> {
   /**
@@ -56,14 +56,58 @@ export interface GateOptions<E> {
 
 const none = () => {}
 
+/** A caller in the queue: what to do when a permit is its own, and when its wait is over first. */
+interface Waiter {
+  readonly until: number
+  readonly admit: () => void
+  readonly expire: () => void
+}
+
 export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
   const { maxWaiting, onAdmit, overloaded, permits } = options
   const maxWaitMs = Duration.toMillis(options.maxWait)
   const timedOut = options.timedOut ?? (() => overloaded("wait_exceeded"))
 
   let free = permits
-  const waiters = new Set<() => void>()
-  const urgentWaiters = new Set<() => void>()
+  const waiters = new Set<Waiter>()
+  const urgentWaiters = new Set<Waiter>()
+  // One timer for the whole queue, armed for its earliest end: a caller that gets its permit leaves the timer be.
+  let timerAt = Number.POSITIVE_INFINITY
+  let cancelTimer = none
+
+  const arm = (clock: Clock.Clock, at: number) => {
+    if (at >= timerAt) return
+    cancelTimer()
+    timerAt = at
+    cancelTimer = after(clock, at - clock.unsafeCurrentTimeMillis(), () => expire(clock))
+  }
+
+  /** The callers whose wait is over leave with their error; the timer is armed for the next one. */
+  const expire = (clock: Clock.Clock) => {
+    const now = Math.max(clock.unsafeCurrentTimeMillis(), timerAt)
+    timerAt = Number.POSITIVE_INFINITY
+    cancelTimer = none
+    let next = Number.POSITIVE_INFINITY
+    for (const queue of [urgentWaiters, waiters]) {
+      for (const waiter of queue) {
+        if (waiter.until > now) {
+          next = Math.min(next, waiter.until)
+        } else {
+          queue.delete(waiter)
+          waiter.expire()
+        }
+      }
+    }
+    if (Number.isFinite(next)) arm(clock, next)
+  }
+
+  /** An empty queue keeps no timer (nor the process alive). */
+  const settled = () => {
+    if (waiters.size + urgentWaiters.size > 0) return
+    cancelTimer()
+    cancelTimer = none
+    timerAt = Number.POSITIVE_INFINITY
+  }
 
   const release = () => {
     const queue = urgentWaiters.size > 0 ? urgentWaiters : waiters
@@ -72,7 +116,8 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
       free++
     } else {
       queue.delete(next.value)
-      next.value()
+      settled()
+      next.value.admit()
     }
   }
 
@@ -90,18 +135,18 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
     const since = clock.unsafeCurrentTimeMillis()
     const limit = since + maxWaitMs
     const queue = isUrgent ? urgentWaiters : waiters
-    const wake = () => {
-      cancelTimer()
-      onAdmit?.((clock.unsafeCurrentTimeMillis() - since) / 1000)
-      admitted()
+    const waiter: Waiter = {
+      until: Math.min(limit, deadline),
+      admit: () => {
+        onAdmit?.((clock.unsafeCurrentTimeMillis() - since) / 1000)
+        admitted()
+      },
+      expire: () => refused(deadline < limit ? timedOut() : overloaded("wait_exceeded"))
     }
-    queue.add(wake)
-    const cancelTimer = after(clock, Math.min(limit, deadline) - since, () => {
-      queue.delete(wake)
-      refused(deadline < limit ? timedOut() : overloaded("wait_exceeded"))
-    })
+    queue.add(waiter)
+    arm(clock, waiter.until)
     return () => {
-      if (queue.delete(wake)) cancelTimer()
+      if (queue.delete(waiter)) settled()
     }
   }
 
