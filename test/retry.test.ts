@@ -1,7 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Either, Fiber, Ref, TestClock } from "effect"
 import type { ClickHouseClient } from "@clickhouse/client"
-import { makeConnections } from "../src/ClickHouse/Connections.ts"
 import { type Gate, makeGate } from "../src/ClickHouse/Gate.ts"
 import { hedgeRead, makeRetryBudget, retryRead, type Tried } from "../src/ClickHouse/Retry.ts"
 import { attempt, type Params, type TryOptions } from "../src/ClickHouse/Try.ts"
@@ -145,7 +144,7 @@ describe("hedged reads", () => {
 describe("one try", () => {
   const options = (gate: Gate<ClickHouseError>): TryOptions => ({
     gate,
-    connections: makeConnections({ open: () => ({}) as ClickHouseClient, close: () => Promise.resolve(), idleTtlMs: 1000 }),
+    client: {} as ClickHouseClient,
     settings: {},
     ended: () => {},
     health: () => {},

@@ -117,10 +117,8 @@ export interface Replica {
   readonly name: string
   /** Outside the pool: pings, server detection, KILL QUERY. */
   readonly control: ClickHouseClient
-  /** A pooled connection: the replica's pooled client (its sockets), or the embedded engine's one client, shared. */
-  readonly connect: () => ClickHouseClient
-  /** Closes a pooled connection (the shared embedded client stays open until the scope closes). */
-  readonly disconnect: (client: ClickHouseClient) => Promise<void>
+  /** The pool's client: its sockets are the pool's connections (the embedded engine's one client, shared). */
+  readonly pooled: ClickHouseClient
 }
 
 export interface Opened {
@@ -139,7 +137,7 @@ const remoteReplica = (url: URL, config: ClickHouseConfig) =>
   Effect.gen(function*() {
     const control = yield* Effect.acquireRelease(Effect.sync(() => remoteClient(url, config, 2)), closeClient)
     const pooled = yield* Effect.acquireRelease(Effect.sync(() => remoteClient(url, config, config.poolSize)), closeClient)
-    return { name: url.origin, control, connect: () => pooled, disconnect: () => Promise.resolve() } satisfies Replica
+    return { name: url.origin, control, pooled } satisfies Replica
   })
 
 /** The clients of the chosen backend, closed with the scope. */
@@ -151,7 +149,7 @@ export const open = (config: ClickHouseConfig): Effect.Effect<Opened, StartupErr
       const shared = yield* Effect.acquireRelease(embeddedClient(backend.path), closeClient)
       return {
         target: { kind: "embedded", path: backend.path },
-        replicas: [{ name: "embedded", control: shared, connect: () => shared, disconnect: () => Promise.resolve() }]
+        replicas: [{ name: "embedded", control: shared, pooled: shared }]
       }
     }
     const [first, ...rest] = backend.urls

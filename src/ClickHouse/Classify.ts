@@ -53,7 +53,3 @@ export const classify = (error: unknown): ClickHouseError => {
   // (a proxy's error page, a server mid-restart): the database is, for now, not there.
   return new ClickHouseUnavailable({ cause: error })
 }
-
-/** A failure after which the connection's socket cannot be trusted: replace it instead of reusing it. */
-export const breaksConnection = (error: ClickHouseError): boolean =>
-  error._tag === "ClickHouseUnavailable" || error._tag === "ClickHouseBadResponse" || error._tag === "ClickHouseTimeout"

@@ -22,7 +22,6 @@ import { withSpan } from "../Observability/Span.js"
 import * as Backend from "./Backend.js"
 import { makeCoalescer } from "./Coalesce.js"
 import { type Breaker, type BreakerState, makeBreaker } from "./Breaker.js"
-import { type Connections, makeConnections } from "./Connections.js"
 import { within } from "./Deadline.js"
 import { type Gate, makeGate } from "./Gate.js"
 import { hedgeRead, makeRetryBudget, retryRead, type Tried } from "./Retry.js"
@@ -125,7 +124,6 @@ const probeBackoff = { baseBackoffMs: 100, maxBackoffMs: 500 }
 interface ReplicaState {
   readonly name: string
   readonly control: ClickHouseClient
-  readonly connections: Connections<ClickHouseClient>
   readonly gate: Gate<ClickHouseError>
   readonly breaker: Breaker
   /** Detected once, at the first successful contact; a failed attempt is retried by the next caller. */
@@ -175,8 +173,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
 
     const makeReplica = (replica: Backend.Replica): ReplicaState => {
       const { control } = replica
-      const connections = makeConnections({ open: replica.connect, close: replica.disconnect, idleTtlMs: 30_000 })
-      // Callers wait here, in order and within bounds, for one of this replica's connections (see Gate.ts).
+      // Callers wait here, in order and within bounds, for one of this replica's pooled sockets (see Gate.ts).
       const gate = makeGate<ClickHouseError>({
         permits: config.poolSize,
         maxWaiting: config.maxWaiting,
@@ -268,7 +265,7 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
         if (built === undefined) {
           built = {
             gate,
-            connections,
+            client: replica.pooled,
             settings: operation === "query" ? info.readSettings : info.writeSettings,
             ended: endedBy[operation],
             cancelOnServer: (queryId) => cancelOnServer(info, queryId),
@@ -284,7 +281,6 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
       return {
         name: replica.name,
         control,
-        connections,
         gate,
         breaker,
         serverInfo,
@@ -296,7 +292,6 @@ export const make = (config: ClickHouseConfig): Effect.Effect<ClickHouse, Startu
 
     const replicas = opened.map(makeReplica) as [ReplicaState, ...Array<ReplicaState>]
     const inRotation = () => replicas.reduce((n, replica) => n + Number(replica.breaker.state() === "closed"), 0)
-    yield* Effect.addFinalizer(() => Effect.promise(() => Promise.all(replicas.map((r) => r.connections.closeAll()))))
     for (const replica of replicas) {
       yield* Effect.acquireRelease(Effect.sync(() => Instruments.addPool(replica.poolState)), (remove) => Effect.sync(remove))
     }

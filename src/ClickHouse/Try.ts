@@ -5,8 +5,7 @@ import type * as Tracer from "effect/Tracer"
 import { type ClickHouseError, ClickHouseUnavailable } from "../Domain/ClickHouseError.js"
 import { newId } from "../Http/RequestId.js"
 import { isTracing } from "../Observability/Span.js"
-import { breaksConnection, classify, clickHouseCode } from "./Classify.js"
-import type { Connections } from "./Connections.js"
+import { classify, clickHouseCode } from "./Classify.js"
 import { after } from "./Deadline.js"
 import { type Gate, urgent } from "./Gate.js"
 import type { Tried } from "./Retry.js"
@@ -19,7 +18,8 @@ export interface Params {
 
 export interface TryOptions {
   readonly gate: Gate<ClickHouseError>
-  readonly connections: Connections<ClickHouseClient>
+  /** The replica's pooled client: one of its sockets per permit. */
+  readonly client: ClickHouseClient
   readonly settings: ClickHouseSettings
   /** How each try ended, for the metrics and the try's span: "cancelled" when it was stopped unanswered. */
   readonly ended: (since: number, outcome: ClickHouseError | "ok" | "cancelled", span: Tracer.Span | undefined) => void
@@ -52,10 +52,10 @@ export const replicaFailed = (error: ClickHouseError): boolean | undefined => {
 const none = () => {}
 
 /**
- * One try of a query, as one wait: a permit (FIFO, see Gate.ts), a pooled connection, the query and its answer,
+ * One try of a query, as one wait: a permit (FIFO, see Gate.ts), the query on one of the pool's sockets and its answer,
  * all within `deadline` (`Clock` ms). With `hedgeAfterMs`, a try still unanswered that long after its query
  * started comes back `Stalled`, still running, for `hedgeRead`. Interrupted, or past its deadline, the query is
- * aborted and stopped on the server; a connection that broke is closed, not reused. Callbacks and one
+ * aborted (Node drops its socket) and stopped on the server. Callbacks and one
  * `Effect.async` instead of an effect per step: this is on the path of every read that is not coalesced.
  * With a sampled span, it gets the query_id, the try's number, and whether it is the first, a retry or a hedge.
  */
@@ -67,7 +67,7 @@ export const attempt = <A>(
   hedgeAfterMs: number | undefined
 ): Effect.Effect<Tried<A>, ClickHouseError> =>
   Effect.clockWith((clock) => Effect.withFiberRuntime<Tried<A>, ClickHouseError>((fiber) => {
-    const { connections, gate } = options
+    const { client, gate } = options
     const isUrgent = fiber.getFiberRef(urgent)
     const current = fiber.currentSpan
     const span = isTracing(fiber) && current?._tag === "Span" && current.sampled
@@ -112,14 +112,12 @@ export const attempt = <A>(
       span?.attribute("clickhouse.query_id", queryId)
       span?.attribute("clickhouse.attempt", number)
       span?.attribute("clickhouse.try", number === 1 ? "first" : isUrgent ? "hedge" : "retry")
-      const client = connections.take()
       const controller = new AbortController()
       const since = performance.now()
       const settle = (exit: Exit.Exit<A, ClickHouseError>) => {
         if (stopped) return
         outcome = exit
         const error = Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : undefined
-        connections.give(client, error !== undefined && breaksConnection(error))
         gate.release()
         options.ended(since, error ?? "ok", span)
         const failed = error === undefined ? false : replicaFailed(error)
@@ -132,7 +130,6 @@ export const attempt = <A>(
       }
       cancelQuery = () => {
         controller.abort()
-        connections.give(client, true)
         gate.release()
         options.ended(since, "cancelled", span)
         options.cancelOnServer(queryId)
