@@ -130,8 +130,7 @@ export interface Opened {
 /**
  * The pool's connections to a server are the sockets of one client, as many as the gate has permits (so the client
  * never queues a query of its own): Node drops a socket that failed, and the client one idle too long. A client per
- * socket cost about 30 µs more CPU per read than one client with them all (each client does the same work for
- * its one socket).
+ * socket cost about 30 µs more CPU per read than one client with them all.
  */
 const remoteReplica = (url: URL, config: ClickHouseConfig) =>
   Effect.gen(function*() {

@@ -52,12 +52,12 @@ export const replicaFailed = (error: ClickHouseError): boolean | undefined => {
 const none = () => {}
 
 /**
- * One try of a query, as one wait: a permit (FIFO, see Gate.ts), the query on one of the pool's sockets and its answer,
- * all within `deadline` (`Clock` ms). With `hedgeAfterMs`, a try still unanswered that long after its query
+ * One try of a query, as one wait: a permit (FIFO, see Gate.ts), the query on one of the pool's sockets, and its
+ * answer, all within `deadline` (`Clock` ms). With `hedgeAfterMs`, a try still unanswered that long after its query
  * started comes back `Stalled`, still running, for `hedgeRead`. Interrupted, or past its deadline, the query is
- * aborted (Node drops its socket) and stopped on the server. Callbacks and one
- * `Effect.async` instead of an effect per step: this is on the path of every read that is not coalesced.
- * With a sampled span, it gets the query_id, the try's number, and whether it is the first, a retry or a hedge.
+ * aborted (Node drops its socket) and stopped on the server. Callbacks and one `Effect.async` instead of an effect
+ * per step: this is on the path of every read that is not coalesced. With a sampled span, it gets the query_id,
+ * the try's number, and whether it is the first, a retry or a hedge.
  */
 export const attempt = <A>(
   options: TryOptions,
