@@ -9,7 +9,7 @@ import type * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
 import * as Instruments from "../Observability/Instruments.js"
 import { isTracing } from "../Observability/Span.js"
-import { after, deadlineOf } from "./Deadline.js"
+import { after, type Alarm, deadlineOf, makeAlarm } from "./Deadline.js"
 
 const none = () => {}
 
@@ -64,9 +64,10 @@ interface Batch {
   waiters: number
   startedAt: number
   fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
-  /** One timer per batch: for its callers' earliest deadline, or, once they all left, for stopping it. */
-  timerAt: number
-  cancelTimer: () => void
+  /** For its callers' earliest deadline. */
+  alarm: Alarm
+  /** Once they all left: the timer that stops it. */
+  cancelStop: () => void
 }
 
 interface Slot {
@@ -113,16 +114,24 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
 
     // A run is traced like the caller that started it: under its span, and not at all when its tracer is off
     // (the run's fiber is the owner's, whose tracer is on by default).
-    const newBatch = (effect: Effect.Effect<unknown, unknown>, leader: Tracer.AnySpan | undefined, traced: boolean): Batch => ({
-      effect: !traced ? Effect.withTracerEnabled(effect, false) : leader === undefined ? effect : Effect.withParentSpan(effect, leader),
-      callers: new Set(),
-      exit: undefined,
-      waiters: 1,
-      startedAt: 0,
-      fiber: undefined,
-      timerAt: Number.POSITIVE_INFINITY,
-      cancelTimer: none
-    })
+    const newBatch = (
+      key: string,
+      effect: Effect.Effect<unknown, unknown>,
+      leader: Tracer.AnySpan | undefined,
+      traced: boolean
+    ): Batch => {
+      const batch: Batch = {
+        effect: !traced ? Effect.withTracerEnabled(effect, false) : leader === undefined ? effect : Effect.withParentSpan(effect, leader),
+        callers: new Set(),
+        exit: undefined,
+        waiters: 1,
+        startedAt: 0,
+        fiber: undefined,
+        alarm: makeAlarm((now, clock) => expire(key, batch, clock, now)),
+        cancelStop: none
+      }
+      return batch
+    }
 
     /** Runs the batch's effect in a fiber of the owner's: callers join it, none of them owns it. */
     const start = (key: string, batch: Batch): void => {
@@ -150,7 +159,8 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
         slot.next = undefined
       }
       batch.exit = exit
-      batch.cancelTimer()
+      batch.alarm.cancel()
+      batch.cancelStop()
       for (const caller of batch.callers) caller.resume(exit)
       batch.callers.clear()
       if (following !== undefined) start(key, following)
@@ -159,7 +169,7 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
     const leave = (key: string, batch: Batch, clock: Clock.Clock): void => {
       batch.waiters--
       if (batch.waiters > 0) return
-      batch.cancelTimer()
+      batch.alarm.cancel()
       const slot = slots.get(key)
       if (slot?.next === batch) {
         slot.next = undefined
@@ -172,8 +182,8 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
         return
       }
       // No caller can join a run in flight, so nothing but its end (`finish`) cancels this timer.
-      batch.cancelTimer = after(clock, orphanGraceMs, () => {
-        batch.cancelTimer = none
+      batch.cancelStop = after(clock, orphanGraceMs, () => {
+        batch.cancelStop = none
         runFork(Fiber.interrupt(fiber))
       })
     }
@@ -187,13 +197,13 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
     ): Batch => {
       const slot = slots.get(key)
       if (slot === undefined) {
-        const batch = newBatch(effect, span, traced)
+        const batch = newBatch(key, effect, span, traced)
         slots.set(key, { running: batch, next: undefined })
         start(key, batch)
         return batch
       }
       if (slot.next === undefined) {
-        slot.next = newBatch(effect, span, traced)
+        slot.next = newBatch(key, effect, span, traced)
       } else {
         slot.next.waiters++
         Instruments.coalesceJoined.update(1)
@@ -202,19 +212,8 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
       return slot.next
     }
 
-    /** Arms the batch's timer for `deadline`, when that is sooner than the one it has. */
-    const arm = (key: string, batch: Batch, clock: Clock.Clock, deadline: number): void => {
-      if (deadline >= batch.timerAt) return
-      batch.cancelTimer()
-      batch.timerAt = deadline
-      batch.cancelTimer = after(clock, deadline - clock.unsafeCurrentTimeMillis(), () => expire(key, batch, clock))
-    }
-
-    /** The callers whose deadline has come get `expired` and leave; the timer is armed for the next one. */
-    const expire = (key: string, batch: Batch, clock: Clock.Clock): void => {
-      const now = Math.max(clock.unsafeCurrentTimeMillis(), batch.timerAt)
-      batch.timerAt = Number.POSITIVE_INFINITY
-      batch.cancelTimer = none
+    /** The callers whose deadline has come get `expired` and leave; returns the earliest deadline left. */
+    const expire = (key: string, batch: Batch, clock: Clock.Clock, now: number): number => {
       let next = Number.POSITIVE_INFINITY
       for (const caller of batch.callers) {
         if (caller.deadline <= now) {
@@ -225,7 +224,7 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
           next = Math.min(next, caller.deadline)
         }
       }
-      if (Number.isFinite(next)) arm(key, batch, clock, next)
+      return next
     }
 
     /**
@@ -257,7 +256,7 @@ export const makeCoalescer = (options: CoalesceOptions): Effect.Effect<Coalescer
         }
         fiber.addObserver(gone)
         batch.callers.add(caller)
-        if (Number.isFinite(deadline)) arm(key, batch, clock, deadline)
+        if (Number.isFinite(deadline)) batch.alarm.arm(clock, deadline)
       })
 
     // Two steps per caller when untraced: one to read its fiber, one to wait.

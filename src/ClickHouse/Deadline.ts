@@ -45,6 +45,41 @@ export const within = (ms: number): Effect.Effect<number> =>
 
 const liveClock = Effect.runSync(Effect.clock)
 
+/** One timer for many waits, armed for the earliest of their ends (`Clock` ms). */
+export interface Alarm {
+  /** Arms it for `at`, when that is sooner than the time it is armed for. */
+  readonly arm: (clock: Clock.Clock, at: number) => void
+  readonly cancel: () => void
+}
+
+/**
+ * An alarm that, when it fires, calls `due` with the time (never before the time it was armed for) and its clock:
+ * `due` ends the waits whose time has come and returns the earliest end left (infinite: none), for which it is
+ * armed again.
+ */
+export const makeAlarm = (due: (now: number, clock: Clock.Clock) => number): Alarm => {
+  let armedAt = Number.POSITIVE_INFINITY
+  let cancelTimer = (): void => {}
+  const cancel = () => {
+    cancelTimer()
+    cancelTimer = () => {}
+    armedAt = Number.POSITIVE_INFINITY
+  }
+  const arm = (clock: Clock.Clock, at: number) => {
+    if (at >= armedAt) return
+    cancelTimer()
+    armedAt = at
+    cancelTimer = after(clock, at - clock.unsafeCurrentTimeMillis(), () => {
+      const now = Math.max(clock.unsafeCurrentTimeMillis(), armedAt)
+      cancelTimer = () => {}
+      armedAt = Number.POSITIVE_INFINITY
+      const next = due(now, clock)
+      if (Number.isFinite(next)) arm(clock, next)
+    })
+  }
+  return { arm, cancel }
+}
+
 /** Runs `task` after `ms` on `clock`: Node's timer for the live clock, a sleep for any other (a test clock). */
 export const after = (clock: Clock.Clock, ms: number, task: () => void): (() => void) => {
   if (clock === liveClock) {

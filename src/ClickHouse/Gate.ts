@@ -3,7 +3,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
-import { after } from "./Deadline.js"
+import { makeAlarm } from "./Deadline.js"
 
 /**
  * Set for work that belongs to a caller already admitted once (a hedged second try): it waits ahead of
@@ -71,22 +71,9 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
   let free = permits
   const waiters = new Set<Waiter>()
   const urgentWaiters = new Set<Waiter>()
-  // One timer for the whole queue, armed for its earliest end: a caller that gets its permit leaves the timer be.
-  let timerAt = Number.POSITIVE_INFINITY
-  let cancelTimer = none
-
-  const arm = (clock: Clock.Clock, at: number) => {
-    if (at >= timerAt) return
-    cancelTimer()
-    timerAt = at
-    cancelTimer = after(clock, at - clock.unsafeCurrentTimeMillis(), () => expire(clock))
-  }
-
-  /** The callers whose wait is over leave with their error; the timer is armed for the next one. */
-  const expire = (clock: Clock.Clock) => {
-    const now = Math.max(clock.unsafeCurrentTimeMillis(), timerAt)
-    timerAt = Number.POSITIVE_INFINITY
-    cancelTimer = none
+  // One timer for the whole queue, armed for its earliest end: a caller that gets its permit leaves it be. When it
+  // fires, the callers whose wait is over leave with their error.
+  const alarm = makeAlarm((now) => {
     let next = Number.POSITIVE_INFINITY
     for (const queue of [urgentWaiters, waiters]) {
       for (const waiter of queue) {
@@ -98,15 +85,12 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
         }
       }
     }
-    if (Number.isFinite(next)) arm(clock, next)
-  }
+    return next
+  })
 
   /** An empty queue keeps no timer (nor the process alive). */
   const settled = () => {
-    if (waiters.size + urgentWaiters.size > 0) return
-    cancelTimer()
-    cancelTimer = none
-    timerAt = Number.POSITIVE_INFINITY
+    if (waiters.size + urgentWaiters.size === 0) alarm.cancel()
   }
 
   const release = () => {
@@ -144,7 +128,7 @@ export const makeGate = <E>(options: GateOptions<E>): Gate<E> => {
       expire: () => refused(deadline < limit ? timedOut() : overloaded("wait_exceeded"))
     }
     queue.add(waiter)
-    arm(clock, waiter.until)
+    alarm.arm(clock, waiter.until)
     return () => {
       if (queue.delete(waiter)) settled()
     }
