@@ -14,11 +14,13 @@
  * COALESCE_READS=false, (f) the API with COALESCE_READS=true, (g) bare @effect/platform constant JSON (the
  * framework's ceiling), (h) a minimal platform route with one shared @clickhouse/client, (i) the API's /healthz,
  * (j) that minimal route with the fresh-read coalescing rule in a dozen lines (the ceiling for a coalesced read),
- * (k) the API as (f) with WORKERS=2 (node:cluster: a primary and two workers behind one port; RSS summed over the three).
+ * (k) the API as (f) with WORKERS=2 (node:cluster: a primary and two workers behind one port; RSS summed over the three),
+ * (l) (h) behind a FIFO queue with as many permits as the client has sockets, as a bounded pool has (rounds only:
+ * it splits the uncoalesced read's gap to (h) into what the client costs behind a bounded pool, and the rest).
  * A timed run where (d) does not reach 4× (g) is VOID: the load generator set the pace. The report starts with
  * the targets, computed from the same run.
- * Rounds (--scenarios rounds, --rounds N, 3 in a full run): (d), (g), (i), (f), (j) at c=100 and 1000, (h) and (e)
- * at c=100, each round on fresh processes one after the other; the targets' ratios are medians over the rounds of
+ * Rounds (--scenarios rounds, --rounds N, 3 in a full run): (d), (g), (i), (f), (j) at c=100 and 1000, (h), (l)
+ * and (e) at c=100, each round on fresh processes one after the other; the targets' ratios are medians over the rounds of
  * ratios within a round (scripts/bench/rounds.ts).
  * Idle memory (--scenarios idle): (f) and (g) started side by side and left idle for a minute, VmRSS read every
  * second (scripts/bench/idle.ts).
@@ -376,7 +378,7 @@ const main = async () => {
     }))
     if (mine.length === 0) continue
     measured.push(...mine)
-    await runJobs(ctx, chosen.filter((system) => i === 0 || system.firstTableOnly !== true).map((system): Job => ({
+    await runJobs(ctx, chosen.filter((system) => system.roundsOnly !== true && (i === 0 || system.firstTableOnly !== true)).map((system): Job => ({
       system,
       table: t.table,
       loads: mine.map((s) => s.load),
@@ -388,10 +390,10 @@ const main = async () => {
   let rounds: RoundsReport | undefined
   const roundLoads = connections.filter((c) => c === 100 || c === 1000)
   if ((filters === undefined || filters.includes("rounds")) && roundCount > 0 && roundLoads.length > 0) {
-    // (e) and (h) only where their target is (c=100); (d) for the void rule.
-    const plan = (["d", "g", "i", "f", "j", "h", "e"] as const).flatMap((id) => {
+    // (e), (h) and (l) only where their target is (c=100); (d) for the void rule.
+    const plan = (["d", "g", "i", "f", "j", "h", "l", "e"] as const).flatMap((id) => {
       const system = chosen.find((s) => s.id === id)
-      const at = id === "e" || id === "h" ? roundLoads.filter((c) => c === 100) : roundLoads
+      const at = id === "e" || id === "h" || id === "l" ? roundLoads.filter((c) => c === 100) : roundLoads
       return system === undefined || at.length === 0 ? [] : [{ system, connections: at }]
     })
     log(`targets in ${roundCount} interleaved rounds: ${plan.map((p) => `(${p.system.id})`).join(" ")} at c=${roundLoads.join(", ")}`)

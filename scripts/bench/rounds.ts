@@ -169,6 +169,13 @@ export const roundsMarkdown = (report: RoundsReport): string => {
   const voids = [...new Set(report.runs.map((r) => r.connections))].flatMap((c) =>
     rounds.filter((round) => voidRound(report, round, c)).map((round) => `round ${round} at c=${c}`)
   )
+  // (e) over (h) in two steps: the client behind a bounded pool's queue (l), then the rest of the API's read.
+  const lOverH = roundsRatio(report, "l", "h", 100)
+  const eOverL = roundsRatio(report, "e", "l", 100)
+  const inSteps = (x: RoundsRatio) => `${x.median.toFixed(2)}× (${perRoundText(x.perRound.map((r) => r.ratio), 2)})`
+  const split = lOverH === undefined || eOverL === undefined
+    ? ""
+    : ` The uncoalesced read at c=100 in two steps: (l) over (h) ${inSteps(lOverH)}, (e) over (l) ${inSteps(eOverL)}.`
   return [
     "| system | c | req/s by round | p99 ms by round | server CPU µs per answer by round | ×(g) by round → median | ×(g) by CPU per answer (median) | errors / wrong |",
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -176,6 +183,6 @@ export const roundsMarkdown = (report: RoundsReport): string => {
     "",
     `Each run: a ${report.warmupSeconds} s warm-up at its c, discarded, then ${report.seconds} s timed. ` +
     `Void rounds ((d) under 4× (g)): ${voids.length === 0 ? "none" : voids.join(", ")}; a median is over the rounds that are not void.` +
-      (report.failures.length === 0 ? "" : ` Failed: ${report.failures.join("; ")}.`)
+      (report.failures.length === 0 ? "" : ` Failed: ${report.failures.join("; ")}.`) + split
   ].join("\n")
 }

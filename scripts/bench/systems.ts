@@ -11,7 +11,7 @@ import { request } from "./burst.ts"
 import { serverPid, totalSql } from "./clickhouse.ts"
 import type { Check } from "./load.ts"
 
-export type SystemId = "a" | "b" | "c" | "d" | "e" | "f" | "g" | "h" | "i" | "j" | "k"
+export type SystemId = "a" | "b" | "c" | "d" | "e" | "f" | "g" | "h" | "i" | "j" | "k" | "l"
 
 export interface System {
   readonly id: SystemId
@@ -24,6 +24,8 @@ export interface System {
   readonly firstTableOnly?: boolean
   /** The API's WORKERS: a primary and this many worker processes. */
   readonly workers?: number
+  /** A baseline for the rounds only (it splits a target's gap), not measured in the scenarios. */
+  readonly roundsOnly?: boolean
 }
 
 export const systems: ReadonlyArray<System> = [
@@ -48,7 +50,13 @@ export const systems: ReadonlyArray<System> = [
     firstTableOnly: true
   },
   { id: "j", name: "minimal platform route + one shared client, fresh-read coalesced", path: "/api/metrics" },
-  { id: "k", name: "API, COALESCE_READS=true, WORKERS=2 (node:cluster)", path: "/api/metrics", workers: 2 }
+  { id: "k", name: "API, COALESCE_READS=true, WORKERS=2 (node:cluster)", path: "/api/metrics", workers: 2 },
+  {
+    id: "l",
+    name: "(h) behind a FIFO queue with as many permits as sockets",
+    path: "/api/metrics",
+    roundsOnly: true
+  }
 ]
 
 /** The API's own process (dist/main.js). */
@@ -103,6 +111,8 @@ const processFor = (system: System, target: Target): { script: string; env: Reco
       return { script: "scripts/bench/platform-client-server.mjs", env: {} }
     case "j":
       return { script: "scripts/bench/platform-coalesced-server.mjs", env: {} }
+    case "l":
+      return { script: "scripts/bench/platform-client-gated-server.mjs", env: {} }
     default:
       return {
         script: "dist/main.js",
